@@ -1,0 +1,74 @@
+"""The rollout buffer and GAE(λ), in plain numpy.
+
+Rows are indexed `[t, env]`. Two facts about gymnasium's vector envs shape it:
+
+- Truncation is not termination. `next_values[t]` is V(s_{t+1}) as the env saw it
+  — for a truncated episode, the value of its final observation — and only
+  `terminated[t]` removes the bootstrap. `dones[t]` (either end) cuts the λ-chain.
+- With NEXT_STEP autoreset the row after an episode end is a reset row: the env
+  ignored its action and returned reward 0. Its `mask` is 0, so GAE's result for
+  it is never used and the loss never sees it.
+"""
+
+import numpy as np
+
+
+def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
+    """Generalized advantage estimation (Schulman et al., 2016) over `[T, N]` arrays.
+
+    Returns `(advantages, returns)` with `returns = advantages + values`, the value
+    function's regression target (TD(λ) return).
+    """
+    rewards = np.asarray(rewards, np.float32)
+    advantages = np.zeros_like(rewards)
+    not_terminal = 1.0 - np.asarray(terminated, np.float32)
+    not_done = 1.0 - np.asarray(dones, np.float32)
+    deltas = rewards + gamma * next_values * not_terminal - values
+    last = np.zeros(rewards.shape[1:], np.float32)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        last = deltas[t] + gamma * gae_lambda * not_done[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+class RolloutBuffer:
+    """Preallocated `[num_steps, num_envs]` arrays, refilled every rollout."""
+
+    def __init__(self, num_steps, num_envs, obs_shape, obs_dtype, action_shape, action_dtype):
+        shape = (num_steps, num_envs)
+        self.obs = np.zeros(shape + tuple(obs_shape), obs_dtype)
+        self.actions = np.zeros(shape + tuple(action_shape), action_dtype)
+        self.log_probs = np.zeros(shape, np.float32)
+        self.values = np.zeros(shape, np.float32)
+        self.next_values = np.zeros(shape, np.float32)
+        self.rewards = np.zeros(shape, np.float32)
+        self.terminated = np.zeros(shape, bool)
+        self.dones = np.zeros(shape, bool)
+        # True where the collector put V(final observation) into `next_values`
+        # itself (SAME_STEP autoreset: the next row already shows the reset obs).
+        self.final_value_set = np.zeros(shape, bool)
+        self.mask = np.ones(shape, np.float32)
+        self.advantages = np.zeros(shape, np.float32)
+        self.returns = np.zeros(shape, np.float32)
+
+    def finish(self, last_values, gamma, gae_lambda):
+        """Fill `next_values` from the following row (or `last_values`), then run GAE."""
+        following = np.concatenate([self.values[1:], last_values[None]], axis=0)
+        self.next_values = np.where(self.final_value_set, self.next_values, following)
+        self.advantages, self.returns = compute_gae(
+            self.rewards, self.values, self.next_values, self.terminated, self.dones,
+            gamma, gae_lambda,
+        )
+
+    def training_batch(self):
+        """The rollout flattened to rows, keyed as `losses.ppo_loss` expects."""
+        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+        return {
+            "obs": flat(self.obs),
+            "actions": flat(self.actions),
+            "old_log_prob": flat(self.log_probs),
+            "old_values": flat(self.values),
+            "advantages": flat(self.advantages),
+            "returns": flat(self.returns),
+            "mask": flat(self.mask),
+        }

@@ -1,0 +1,240 @@
+"""The network zoo: observation encoders, torsos and the actor-critic model.
+
+    obs -> ObservationEncoder -> torso (MLP | Nature CNN) -> policy head -> distribution params
+                                 torso (own or shared)    -> value head  -> V(s)
+
+Orthogonal initialisation with the gains of the PPO reference code: sqrt(2) in the
+torso, 0.01 on the policy head (near-uniform first policy), 1 on the value head.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import initializers, layers, ops
+
+from unstable_ppo.backend import Trainer
+from unstable_ppo.distributions import make_distribution, param_size
+from unstable_ppo.losses import LossConfig
+from unstable_ppo.spaces import (
+    check_action_space,
+    check_observation_space,
+    is_image_space,
+    space_from_json,
+    space_to_json,
+)
+from gymnasium import spaces
+
+HIDDEN_GAIN = math.sqrt(2.0)
+
+
+def _dense(units, gain, activation=None, name=None):
+    return layers.Dense(
+        units,
+        activation=activation,
+        kernel_initializer=initializers.Orthogonal(gain),
+        bias_initializer="zeros",
+        name=name,
+    )
+
+
+class ObservationEncoder(layers.Layer):
+    """Raw env observations -> float features: one-hot for Discrete, 1/255 and HWC for pixels."""
+
+    def __init__(self, observation_space, **kwargs):
+        super().__init__(**kwargs)
+        self.space = observation_space
+        self.image = is_image_space(observation_space)
+        # Frame-stacked Atari is (4, 84, 84): the channel axis is the short one.
+        self.channels_first = self.image and observation_space.shape[0] < observation_space.shape[-1]
+
+    def call(self, obs):
+        if isinstance(self.space, spaces.Discrete):
+            return ops.one_hot(ops.cast(obs, "int32") - int(self.space.start), int(self.space.n))
+        x = ops.cast(obs, "float32")
+        if self.image:
+            x = x / 255.0
+            if self.channels_first:
+                x = ops.transpose(x, (0, 2, 3, 1))
+        return x
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(self.space, spaces.Discrete):
+            return (input_shape[0], int(self.space.n))
+        if self.channels_first:
+            return (input_shape[0], *input_shape[2:], input_shape[1])
+        return tuple(input_shape)
+
+
+def mlp_torso(hidden_sizes, activation, name):
+    return keras.Sequential(
+        [layers.Flatten()] + [_dense(h, HIDDEN_GAIN, activation) for h in hidden_sizes], name=name
+    )
+
+
+def nature_cnn_torso(name):
+    """Mnih et al. (2015): three convolutions and a 512-unit layer, all ReLU."""
+    conv = lambda f, k, s: layers.Conv2D(  # noqa: E731
+        f, k, strides=s, activation="relu", kernel_initializer=initializers.Orthogonal(HIDDEN_GAIN)
+    )
+    return keras.Sequential(
+        [conv(32, 8, 4), conv(64, 4, 2), conv(64, 3, 1), layers.Flatten(),
+         _dense(512, HIDDEN_GAIN, "relu")],
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="unstable_ppo")
+class ActorCritic(Trainer, keras.Model):
+    """Policy and value networks in one Keras model, trained by the PPO `train_step`.
+
+    `call(obs)` returns `(flat_params, value)`: the distribution parameters the
+    action distribution is built from, and V(obs). Gaussian policies carry a
+    state-independent `log_std` variable unless `nn_std` asks the head for it.
+    """
+
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        net="auto",
+        hidden_sizes=(64, 64),
+        activation="tanh",
+        shared_net=None,
+        nn_std=False,
+        log_std_init=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(observation_space, dict):
+            observation_space = space_from_json(observation_space)
+        if isinstance(action_space, dict):
+            action_space = space_from_json(action_space)
+        check_observation_space(observation_space)
+        check_action_space(action_space)
+        if net == "auto":
+            net = "cnn" if is_image_space(observation_space) else "mlp"
+        if net not in ("mlp", "cnn"):
+            raise ValueError(f"unknown net {net!r}: use 'auto', 'mlp' or 'cnn'")
+        if net == "cnn" and not is_image_space(observation_space):
+            raise ValueError("net='cnn' needs image observations (uint8 Box with 3 axes)")
+        if shared_net is None:  # the CNN is shared, as in the Atari reference; MLPs are not
+            shared_net = net == "cnn"
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.net = net
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.activation = activation
+        self.shared_net = bool(shared_net)
+        self.continuous = isinstance(action_space, spaces.Box)
+        if nn_std and not self.continuous:
+            raise ValueError("nn_std applies to Box action spaces only")
+        self.nn_std = bool(nn_std)
+        self.log_std_init = float(log_std_init)
+
+        self.encoder = ObservationEncoder(observation_space, name="encoder")
+        make_torso = (
+            (lambda name: nature_cnn_torso(name))
+            if net == "cnn"
+            else (lambda name: mlp_torso(self.hidden_sizes, activation, name))
+        )
+        self.policy_torso = make_torso("policy_torso" if not self.shared_net else "torso")
+        self.value_torso = self.policy_torso if self.shared_net else make_torso("value_torso")
+        n_params = param_size(action_space)
+        # Noise per env for one sample (== the head's width, the log-std part aside).
+        self.noise_size = n_params
+        # Numbers per env in one action: 1 for Discrete, len(nvec), n bits, or the Box size.
+        self.action_size = (
+            1 if isinstance(action_space, spaces.Discrete)
+            else len(np.ravel(action_space.nvec)) if isinstance(action_space, spaces.MultiDiscrete)
+            else n_params
+        )
+        self.policy_head = _dense(n_params * (2 if self.nn_std else 1), 0.01, name="policy_head")
+        self.value_head = _dense(1, 1.0, name="value_head")
+        if self.continuous and not self.nn_std:
+            self.log_std = self.add_weight(
+                shape=(n_params,),
+                initializer=initializers.Constant(self.log_std_init),
+                name="log_std",
+            )
+        self.loss_config = LossConfig()
+        self.build((None, *observation_space.shape))
+
+    def build(self, input_shape):
+        x = self.encoder.compute_output_shape(input_shape)
+        for torso in {id(t): t for t in (self.policy_torso, self.value_torso)}.values():
+            torso.build(x)
+            h = torso.compute_output_shape(x)
+        self.policy_head.build(h)
+        self.value_head.build(h)
+        self.built = True
+
+    def call(self, obs, training=False):
+        x = self.encoder(obs)
+        h_pi = self.policy_torso(x)
+        h_vf = h_pi if self.shared_net else self.value_torso(x)
+        params = self.policy_head(h_pi)
+        if self.continuous and not self.nn_std:
+            log_std = ops.broadcast_to(self.log_std, ops.shape(params))
+            params = ops.concatenate([params, log_std], axis=-1)
+        return params, self.value_head(h_vf)[:, 0]
+
+    @property
+    def obs_dtype(self):
+        """The dtype the acting functions take observations in."""
+        if isinstance(self.observation_space, spaces.Discrete):
+            return "int32"
+        return "uint8" if self.encoder.image else "float32"
+
+    def distribution(self, flat_params):
+        return make_distribution(self.action_space, flat_params)
+
+    def act(self, obs, noise, deterministic=False):
+        """The acting step every backend compiles, packed into one float array.
+
+        Row layout: `[action (action_size), value, log_prob]` — one device-to-host
+        copy per step instead of three.
+        """
+        params, value = self(obs)
+        dist = self.distribution(params)
+        action = dist.mode() if deterministic else dist.sample(noise)
+        flat_action = ops.reshape(ops.cast(action, "float32"), (ops.shape(obs)[0], -1))
+        return ops.concatenate(
+            [flat_action, value[:, None], dist.log_prob(action)[:, None]], axis=-1
+        )
+
+    # -- compile / serialization ------------------------------------------------
+
+    def compile(self, optimizer=None, loss_config=None, **kwargs):
+        """Keras `compile`, plus the PPO objective's coefficients (`LossConfig`)."""
+        if isinstance(loss_config, dict):
+            loss_config = LossConfig(**loss_config)
+        self.loss_config = loss_config or LossConfig()
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(learning_rate=3e-4, epsilon=1e-5, global_clipnorm=0.5)
+        super().compile(optimizer=optimizer, **kwargs)
+        self.optimizer.build(self.trainable_variables)
+        self.reset_compiled_functions()
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config["loss_config"] = dict(vars(self.loss_config))
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(optimizer=config["optimizer"], loss_config=config.get("loss_config"))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "observation_space": space_to_json(self.observation_space),
+            "action_space": space_to_json(self.action_space),
+            "net": self.net,
+            "hidden_sizes": list(self.hidden_sizes),
+            "activation": self.activation,
+            "shared_net": self.shared_net,
+            "nn_std": self.nn_std,
+            "log_std_init": self.log_std_init,
+        }

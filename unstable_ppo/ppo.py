@@ -1,0 +1,514 @@
+"""The Python API: `PPO(env, ...)`, `.learn`, `.predict`, `.evaluate`, `.save`, `PPO.load`.
+
+One PPO iteration (Schulman et al., 2017, Algorithm 1):
+
+1. `collect_rollout`: `num_steps` steps of `num_envs` envs with the compiled acting
+   function, into a numpy `RolloutBuffer`; GAE(λ) on top.
+2. `update`: `num_epochs` passes of shuffled minibatches through the model's
+   `train_step` (in a compiled per-backend epoch function), stopping early when
+   the approximate KL passes `target_kl`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections import deque
+
+import gymnasium as gym
+import keras
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+from unstable_ppo import __version__
+from unstable_ppo.backend import BACKEND
+from unstable_ppo.buffer import RolloutBuffer
+from unstable_ppo.envs import as_vector_env, autoreset_mode
+from unstable_ppo.losses import LossConfig
+from unstable_ppo.networks import ActorCritic
+from unstable_ppo.spaces import space_from_json, space_to_json, spaces_match
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+META_FILE = "ppo.json"
+
+
+@dataclasses.dataclass
+class Hyperparameters:
+    """PPO's settings; the defaults are the Atari/CartPole settings of the PPO reference code."""
+
+    num_envs: int = 8
+    num_steps: int = 128
+    num_epochs: int = 4
+    batch_size: int = 256
+    lr: float = 2.5e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    clip_range_vf: float | None = None
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = 0.5
+    target_kl: float | None = None
+    normalize_advantage: bool = True
+    net: str = "auto"
+    hidden_sizes: tuple = (64, 64)
+    activation: str = "tanh"
+    shared_net: bool | None = None
+    nn_std: bool = False
+    log_std_init: float = 0.0
+    vectorization_mode: str = "sync"
+
+    def validate(self):
+        for name in ("num_envs", "num_steps", "num_epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "clip_range"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("clip_range_vf", "max_grad_norm", "target_kl"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value!r}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda!r}")
+        for name in ("ent_coef", "vf_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        rollout = self.num_envs * self.num_steps
+        if self.batch_size > rollout:
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the rollout "
+                f"(num_envs * num_steps = {rollout})"
+            )
+        if any(int(h) <= 0 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes!r}")
+
+    def to_json(self):
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+
+class PPO:
+    """Proximal Policy Optimization with a Keras 3 actor-critic, on any Keras backend.
+
+    `env`: a gymnasium env id, a `gymnasium.Env` or a `VectorEnv`. An id is built
+    into `num_envs` copies; a `VectorEnv` brings its own `num_envs`.
+    """
+
+    def __init__(self, env, seed=None, verbose=0, **hyperparameters):
+        unknown = set(hyperparameters) - {f.name for f in dataclasses.fields(Hyperparameters)}
+        if unknown:
+            raise TypeError(f"unknown PPO argument(s): {', '.join(sorted(unknown))}")
+        self.hp = Hyperparameters(**hyperparameters)
+        self.hp.hidden_sizes = tuple(self.hp.hidden_sizes)
+        if env is not None and not isinstance(env, str) and isinstance(env, gym.vector.VectorEnv):
+            self.hp.num_envs = env.num_envs
+        self.hp.validate()
+        self.seed = seed
+        self.verbose = verbose
+        self.num_timesteps = 0
+        self.num_updates = 0
+        self.episode_returns = deque(maxlen=100)
+        self.episode_lengths = deque(maxlen=100)
+        self.logs = {}
+        self.rng = np.random.default_rng(seed)
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+
+        self.env, self.env_id = (None, None)
+        if env is not None:
+            self.env, self.env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
+            self.observation_space = self.env.single_observation_space
+            self.action_space = self.env.single_action_space
+            self.model = ActorCritic(
+                self.observation_space,
+                self.action_space,
+                net=self.hp.net,
+                hidden_sizes=self.hp.hidden_sizes,
+                activation=self.hp.activation,
+                shared_net=self.hp.shared_net,
+                nn_std=self.hp.nn_std,
+                log_std_init=self.hp.log_std_init,
+            )
+            self._compile()
+        self._last_obs = None
+
+    # -- setup -------------------------------------------------------------------
+
+    def _compile(self):
+        hp = self.hp
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(
+                learning_rate=hp.lr, epsilon=1e-5, global_clipnorm=hp.max_grad_norm
+            ),
+            loss_config=LossConfig(
+                clip_range=hp.clip_range,
+                clip_range_vf=hp.clip_range_vf,
+                ent_coef=hp.ent_coef,
+                vf_coef=hp.vf_coef,
+                normalize_advantage=hp.normalize_advantage,
+            ),
+        )
+
+    def _obs_dtype(self):
+        return np.dtype(self.model.obs_dtype)
+
+    def _action_layout(self):
+        """(shape, dtype) of one action as the buffer stores it."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return (), np.int32
+        dtype = np.float32 if self.model.continuous else np.int32
+        return (self.model.action_size,), dtype
+
+    def _from_model_actions(self, packed_actions):
+        """`(batch, action_size)` floats from the acting function -> buffer layout."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return packed_actions[:, 0].astype(np.int32)
+        if self.model.continuous:
+            return packed_actions
+        return packed_actions.astype(np.int32)
+
+    def _to_env_actions(self, actions):
+        """Model actions -> what the env takes: bounds clipped, `start` offsets added."""
+        space = self.action_space
+        if isinstance(space, spaces.Box):
+            actions = actions.reshape((-1, *space.shape))
+            return np.clip(actions, space.low, space.high).astype(space.dtype, copy=False)
+        if isinstance(space, spaces.Discrete):
+            return actions.astype(np.int64) + int(space.start)
+        if isinstance(space, spaces.MultiDiscrete):
+            return actions.astype(space.dtype) + space.start
+        return actions.reshape((-1, *space.shape)).astype(space.dtype)
+
+    def _draw_noise(self, shape):
+        if self.model.continuous:
+            return self.rng.standard_normal(shape, dtype=np.float32)
+        return self.rng.uniform(1e-6, 1.0 - 1e-6, shape).astype(np.float32)
+
+    # -- rollouts ----------------------------------------------------------------
+
+    def _reset(self):
+        seed = None
+        if self.seed is not None:
+            seed = [self.seed + i for i in range(self.hp.num_envs)]
+            self.action_space.seed(self.seed)
+        obs, _ = self.env.reset(seed=seed)
+        self._last_obs = np.asarray(obs, self._obs_dtype())
+        self._last_done = np.zeros(self.hp.num_envs, bool)
+
+    def collect_rollout(self, buffer):
+        """Fill `buffer` with one rollout and its advantages; returns the steps taken."""
+        T, N = self.hp.num_steps, self.hp.num_envs
+        act = self.model.make_act_function()
+        noise = self._draw_noise((T, N, self.model.noise_size))
+        next_step = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
+        obs_dtype = self._obs_dtype()
+        obs, last_done = self._last_obs, self._last_done
+        final_obs, final_rows = [], []
+        buffer.final_value_set[:] = False
+        buffer.next_values[:] = 0.0
+        for t in range(T):
+            buffer.obs[t] = obs
+            actions, values, log_probs = act(obs, noise[t])
+            actions = self._from_model_actions(actions)
+            buffer.actions[t] = actions
+            buffer.values[t] = values
+            buffer.log_probs[t] = log_probs
+            if next_step:
+                buffer.mask[t] = ~last_done
+            obs, rewards, terminated, truncated, info = self.env.step(self._to_env_actions(actions))
+            obs = np.asarray(obs, obs_dtype)
+            buffer.rewards[t] = rewards
+            buffer.terminated[t] = terminated
+            last_done = terminated | truncated
+            buffer.dones[t] = last_done
+            if last_done.any():
+                self._record_episodes(info)
+                if not next_step:
+                    buffer.final_value_set[t] = last_done
+                    for i in np.flatnonzero(truncated & ~terminated):
+                        final_obs.append(info["final_obs"][i])
+                        final_rows.append((t, i))
+        self._last_obs, self._last_done = obs, last_done
+        last_values = act(obs, noise[0])[1]
+        if final_obs:
+            values = self._values(np.asarray(final_obs, obs_dtype))
+            for (t, i), v in zip(final_rows, values):
+                buffer.next_values[t, i] = v
+        if not next_step:
+            buffer.mask[:] = 1.0
+        buffer.finish(last_values, self.hp.gamma, self.hp.gae_lambda)
+        return T * N
+
+    def _values(self, obs):
+        """V(obs) for a few observations, padded to `num_envs` rows to reuse the compiled call."""
+        N = self.hp.num_envs
+        act = self.model.make_act_function(deterministic=True)
+        out = []
+        for start in range(0, len(obs), N):
+            chunk = obs[start : start + N]
+            padded = np.zeros((N, *chunk.shape[1:]), chunk.dtype)
+            padded[: len(chunk)] = chunk
+            out.append(act(padded, np.zeros((N, self.model.noise_size), np.float32))[1][: len(chunk)])
+        return np.concatenate(out)
+
+    def _record_episodes(self, info):
+        episode = info.get("episode")
+        if episode is None:
+            return
+        for i in np.flatnonzero(info["_episode"]):
+            self.episode_returns.append(float(episode["r"][i]))
+            self.episode_lengths.append(int(episode["l"][i]))
+
+    # -- updates -----------------------------------------------------------------
+
+    def update(self, buffer):
+        """`num_epochs` epochs of minibatch updates; returns the logs of the update."""
+        hp = self.hp
+        batch = buffer.training_batch()
+        rows = hp.num_envs * hp.num_steps
+        num_minibatches = rows // hp.batch_size
+        update_epoch = self.model.make_update_function()
+        epoch_logs = []
+        for _ in range(hp.num_epochs):
+            perm = self.rng.permutation(rows)[: num_minibatches * hp.batch_size]
+            epoch_logs.append(update_epoch(batch, perm.reshape(num_minibatches, hp.batch_size)))
+            if hp.target_kl is not None and epoch_logs[-1]["approx_kl"] > hp.target_kl:
+                break
+        logs = {k: float(np.mean([e[k] for e in epoch_logs])) for k in epoch_logs[0]}
+        logs["epochs"] = len(epoch_logs)
+        return logs
+
+    def learn(self, total_timesteps, callback=None, progress_bar=False):
+        """Train for at least `total_timesteps` env steps (whole rollouts).
+
+        `callback(ppo, logs)` runs after every update; returning False stops training.
+        """
+        if self.env is None:
+            raise ValueError("this PPO has no env to learn from: pass one to PPO(...) or PPO.load(..., env=...)")
+        if not total_timesteps > 0:
+            raise ValueError(f"total_timesteps must be > 0, got {total_timesteps!r}")
+        hp = self.hp
+        rollout = hp.num_envs * hp.num_steps
+        num_updates = math.ceil(total_timesteps / rollout)
+        buffer = RolloutBuffer(
+            hp.num_steps, hp.num_envs, self.observation_space.shape, self._obs_dtype(),
+            *self._action_layout(),
+        )
+        if self._last_obs is None:
+            self._reset()
+        bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=num_updates * rollout, unit="steps", dynamic_ncols=True)
+        start = time.perf_counter()
+        for update in range(num_updates):
+            if hp.anneal_lr:
+                self.model.optimizer.learning_rate = hp.lr * (1.0 - update / num_updates)
+            t0 = time.perf_counter()
+            self.num_timesteps += self.collect_rollout(buffer)
+            t1 = time.perf_counter()
+            logs = self.update(buffer)
+            t2 = time.perf_counter()
+            self.num_updates += 1
+            logs.update(
+                learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                rollout_time=t1 - t0,
+                update_time=t2 - t1,
+                fps=(update + 1) * rollout / (t2 - start),
+                num_timesteps=self.num_timesteps,
+            )
+            if self.episode_returns:
+                logs["ep_rew_mean"] = float(np.mean(self.episode_returns))
+                logs["ep_len_mean"] = float(np.mean(self.episode_lengths))
+            self.logs = logs
+            if bar is not None:
+                bar.update(rollout)
+                if "ep_rew_mean" in logs:
+                    bar.set_postfix(ep_rew_mean=f"{logs['ep_rew_mean']:.1f}")
+            if self.verbose:
+                print(self._summary(logs), flush=True)
+            if callback is not None and callback(self, logs) is False:
+                break
+        if bar is not None:
+            bar.close()
+        return self
+
+    @staticmethod
+    def _summary(logs):
+        keys = ("num_timesteps", "ep_rew_mean", "ep_len_mean", "fps", "approx_kl",
+                "clip_fraction", "entropy", "value_loss", "explained_variance")
+        return " | ".join(
+            f"{k} {logs[k]:.4g}" if isinstance(logs[k], float) else f"{k} {logs[k]}"
+            for k in keys if k in logs
+        )
+
+    # -- using a policy ----------------------------------------------------------
+
+    def predict(self, obs, deterministic=True):
+        """Actions for one observation or a batch of them, in the env's format."""
+        obs = np.asarray(obs, self._obs_dtype())
+        single = obs.shape == tuple(self.observation_space.shape)
+        if single:
+            obs = obs[None]
+        elif obs.shape[1:] != tuple(self.observation_space.shape):
+            raise ValueError(
+                f"observation shape {obs.shape} does not match the model's observation space "
+                f"{tuple(self.observation_space.shape)} (or a batch of it)"
+            )
+        act = self.model.make_act_function(deterministic=deterministic)
+        noise = self._draw_noise((len(obs), self.model.noise_size))
+        actions = self._to_env_actions(self._from_model_actions(act(obs, noise)[0]))
+        return actions[0] if single else actions
+
+    def evaluate(self, env=None, n_episodes=10, deterministic=True, max_steps=None):
+        """Play `n_episodes` whole episodes; returns `{"mean_return", "std_return", "returns", "lengths"}`.
+
+        Episodes are split evenly over the vector env's copies, so short episodes are
+        not over-counted. `env` defaults to a fresh copy of the training env id.
+        """
+        if not n_episodes > 0:
+            raise ValueError(f"n_episodes must be > 0, got {n_episodes!r}")
+        if env is None:
+            if self.env_id is None:
+                raise ValueError("evaluate() needs an env: this model does not know its env id")
+            env = self.env_id
+        vec, _ = as_vector_env(env, min(n_episodes, self.hp.num_envs), self.hp.vectorization_mode)
+        self.check_env(vec)
+        n = vec.num_envs
+        targets = np.array([(n_episodes + i) // n for i in range(n)])
+        done_count = np.zeros(n, int)
+        ep_ret, ep_len = np.zeros(n), np.zeros(n, int)
+        returns, lengths = [], []
+        next_step = autoreset_mode(vec) == AutoresetMode.NEXT_STEP
+        reset_row = np.zeros(n, bool)
+        obs, _ = vec.reset(seed=None if self.seed is None else self.seed + 10_000)
+        act = self.model.make_act_function(deterministic=deterministic)
+        while (done_count < targets).any():
+            obs = np.asarray(obs, self._obs_dtype())
+            actions = self._from_model_actions(act(obs, self._draw_noise((n, self.model.noise_size)))[0])
+            obs, rewards, terminated, truncated, _ = vec.step(self._to_env_actions(actions))
+            live = ~reset_row
+            ep_ret += rewards * live
+            ep_len += live
+            done = (terminated | truncated) & live
+            if max_steps is not None:
+                done |= (ep_len >= max_steps) & live
+            for i in np.flatnonzero(done):
+                if done_count[i] < targets[i]:
+                    returns.append(float(ep_ret[i]))
+                    lengths.append(int(ep_len[i]))
+                    done_count[i] += 1
+                ep_ret[i], ep_len[i] = 0.0, 0
+            reset_row = done if next_step else np.zeros(n, bool)
+        vec.close()
+        return {
+            "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)),
+            "returns": returns,
+            "lengths": lengths,
+        }
+
+    def check_env(self, env):
+        """Raise a one-line error if `env` does not fit this model's spaces."""
+        obs_space = getattr(env, "single_observation_space", env.observation_space)
+        act_space = getattr(env, "single_action_space", env.action_space)
+        for what, ours, theirs in (
+            ("observation", self.observation_space, obs_space),
+            ("action", self.action_space, act_space),
+        ):
+            try:
+                same = spaces_match(ours, theirs)
+            except ValueError:
+                same = False
+            if not same:
+                raise ValueError(f"the env's {what} space {theirs} does not match the model's {ours}")
+
+    # -- saving ------------------------------------------------------------------
+
+    def save(self, path):
+        """Write `path/model.keras` (architecture, weights, optimizer) and `path/ppo.json`.
+
+        Each file is written to a temporary name and renamed into place, so an
+        interrupted save never leaves a half-written file under the real name.
+        """
+        os.makedirs(path, exist_ok=True)
+        tmp_model = os.path.join(path, f".model-{os.getpid()}.tmp.keras")
+        self.model.save(tmp_model)
+        os.replace(tmp_model, os.path.join(path, MODEL_FILE))
+        meta = {
+            "format": "unstable_ppo",
+            "format_version": FORMAT_VERSION,
+            "unstable_ppo_version": __version__,
+            "keras_backend": BACKEND,
+            "env_id": self.env_id,
+            "seed": self.seed,
+            "observation_space": space_to_json(self.observation_space),
+            "action_space": space_to_json(self.action_space),
+            "hyperparameters": self.hp.to_json(),
+            "num_timesteps": self.num_timesteps,
+            "num_updates": self.num_updates,
+            "normalizer": None,
+        }
+        tmp_meta = os.path.join(path, f".{META_FILE}.{os.getpid()}.tmp")
+        with open(tmp_meta, "w") as f:
+            json.dump(meta, f, indent=2)
+        os.replace(tmp_meta, os.path.join(path, META_FILE))
+        return path
+
+    @classmethod
+    def load(cls, path, env=None, seed=None, verbose=0):
+        """A saved PPO. Nothing in the files can run code: JSON, and Keras in safe mode.
+
+        Pass `env` to keep training or to evaluate on a specific env; it must have
+        the saved spaces.
+        """
+        meta_path = os.path.join(path, META_FILE)
+        model_path = os.path.join(path, MODEL_FILE)
+        for p in (meta_path, model_path):
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"not an unstable_ppo model directory: {p} is missing")
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if not isinstance(meta, dict) or meta.get("format") != "unstable_ppo":
+                raise ValueError("not an unstable_ppo metadata file")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"corrupt model metadata {meta_path}: {e}") from None
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} was saved in format version {meta['format_version']}, newer than this "
+                f"unstable_ppo ({__version__}) reads ({FORMAT_VERSION}): upgrade unstable_ppo"
+            )
+        try:
+            model = keras.models.load_model(
+                model_path, custom_objects={"ActorCritic": ActorCritic}, safe_mode=True
+            )
+        except Exception as e:  # Keras raises many types for a bad archive
+            raise ValueError(f"corrupt or foreign model file {model_path}: {e}".splitlines()[0]) from None
+        if not isinstance(model, ActorCritic):
+            raise ValueError(f"{model_path} holds a {type(model).__name__}, not an unstable_ppo ActorCritic")
+
+        hp = dict(meta["hyperparameters"])
+        self = cls(None, seed=seed if seed is not None else meta.get("seed"), verbose=verbose, **hp)
+        self.model = model
+        self.observation_space = space_from_json(meta["observation_space"])
+        self.action_space = space_from_json(meta["action_space"])
+        self.env_id = meta.get("env_id")
+        self.num_timesteps = int(meta.get("num_timesteps", 0))
+        self.num_updates = int(meta.get("num_updates", 0))
+        if env is not None:
+            self.env, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
+            self.hp.num_envs = self.env.num_envs
+            self.env_id = env_id or self.env_id
+            self.check_env(self.env)
+        return self

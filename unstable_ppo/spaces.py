@@ -1,0 +1,109 @@
+"""Which gymnasium spaces PPO accepts, and their JSON form for saved models."""
+
+import numpy as np
+from gymnasium import spaces
+
+
+class UnsupportedSpaceError(ValueError):
+    """A space the policy cannot consume or produce."""
+
+
+def space_name(space):
+    return f"{type(space).__name__}{_shape_suffix(space)}"
+
+
+def _shape_suffix(space):
+    shape = getattr(space, "shape", None)
+    return f"{tuple(shape)}" if shape else ""
+
+
+def is_image_space(space):
+    """uint8 Box with three axes (HWC or CHW): pixels for the Nature CNN."""
+    return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+def check_observation_space(space):
+    if isinstance(space, spaces.Discrete):
+        return
+    if isinstance(space, spaces.Box) and len(space.shape) >= 1:
+        return
+    raise UnsupportedSpaceError(
+        f"unsupported observation space {space_name(space)}: use Box (vectors or images) or Discrete"
+    )
+
+
+def check_action_space(space):
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        return
+    if isinstance(space, spaces.Box) and len(space.shape) >= 1:
+        return
+    raise UnsupportedSpaceError(
+        f"unsupported action space {space_name(space)}: "
+        "use Discrete, MultiDiscrete, MultiBinary or Box"
+    )
+
+
+def _array_to_json(a):
+    a = np.asarray(a)
+    if a.size and np.all(a == a.flat[0]):
+        return {"fill": _scalar(a.flat[0])}
+    return {"values": [_scalar(v) for v in a.ravel()]}
+
+
+def _scalar(v):
+    v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def _array_from_json(d, shape, dtype):
+    if "fill" in d:
+        return np.full(shape, float(d["fill"]) if isinstance(d["fill"], str) else d["fill"], dtype)
+    return np.array([float(v) if isinstance(v, str) else v for v in d["values"]], dtype).reshape(shape)
+
+
+def space_to_json(space):
+    """A JSON-able dict that `space_from_json` turns back into an equal space."""
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": _array_to_json(space.low),
+            "high": _array_to_json(space.high),
+        }
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {
+            "type": "MultiDiscrete",
+            "nvec": np.asarray(space.nvec).tolist(),
+            "start": np.asarray(space.start).tolist(),
+        }
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    raise UnsupportedSpaceError(f"cannot save space {space_name(space)}")
+
+
+def space_from_json(d):
+    kind = d.get("type")
+    if kind == "Box":
+        shape = tuple(d["shape"])
+        dtype = np.dtype(d["dtype"])
+        return spaces.Box(
+            _array_from_json(d["low"], shape, dtype), _array_from_json(d["high"], shape, dtype),
+            shape=shape, dtype=dtype,
+        )
+    if kind == "Discrete":
+        return spaces.Discrete(d["n"], start=d.get("start", 0))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(d["nvec"], start=d.get("start"))
+    if kind == "MultiBinary":
+        return spaces.MultiBinary(d["n"])
+    raise UnsupportedSpaceError(f"unknown space type {kind!r} in saved model")
+
+
+def spaces_match(a, b):
+    """Same type, shape and (for Box) bounds: a saved model can drive the env."""
+    return space_to_json(a) == space_to_json(b)
