@@ -1,7 +1,14 @@
 """unstable_ppo: Proximal Policy Optimization in Keras 3, on TensorFlow, JAX or PyTorch."""
 
 __version__ = "0.1.0"
-
-from unstable_ppo.ppo import PPO  # noqa: E402
-
 __all__ = ["PPO", "__version__"]
+
+
+def __getattr__(name):
+    # Importing PPO imports Keras, which fixes the backend for the process; the
+    # runner must be able to set KERAS_BACKEND from its flags first.
+    if name == "PPO":
+        from unstable_ppo.ppo import PPO
+
+        return PPO
+    raise AttributeError(f"module 'unstable_ppo' has no attribute {name!r}")

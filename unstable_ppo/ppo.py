@@ -28,7 +28,13 @@ from unstable_ppo.buffer import RolloutBuffer
 from unstable_ppo.envs import as_vector_env, autoreset_mode
 from unstable_ppo.losses import LossConfig
 from unstable_ppo.networks import ActorCritic
-from unstable_ppo.spaces import space_from_json, space_to_json, spaces_match
+from unstable_ppo.spaces import (
+    check_action_space,
+    check_observation_space,
+    space_from_json,
+    space_to_json,
+    spaces_match,
+)
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -109,9 +115,10 @@ class PPO:
             raise TypeError(f"unknown PPO argument(s): {', '.join(sorted(unknown))}")
         self.hp = Hyperparameters(**hyperparameters)
         self.hp.hidden_sizes = tuple(self.hp.hidden_sizes)
-        if env is not None and not isinstance(env, str) and isinstance(env, gym.vector.VectorEnv):
+        if isinstance(env, gym.vector.VectorEnv):
             self.hp.num_envs = env.num_envs
-        self.hp.validate()
+        elif isinstance(env, gym.Env):
+            self.hp.num_envs = 1
         self.seed = seed
         self.verbose = verbose
         self.num_timesteps = 0
@@ -124,10 +131,15 @@ class PPO:
             keras.utils.set_random_seed(seed)
 
         self.env, self.env_id = (None, None)
+        if env is None or isinstance(env, str):
+            self.hp.validate()  # before building envs from an id
         if env is not None:
             self.env, self.env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
             self.observation_space = self.env.single_observation_space
             self.action_space = self.env.single_action_space
+            check_observation_space(self.observation_space)
+            check_action_space(self.action_space)
+            self.hp.validate()
             self.model = ActorCritic(
                 self.observation_space,
                 self.action_space,

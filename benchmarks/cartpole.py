@@ -1,0 +1,176 @@
+"""CartPole-v1 benchmark: unstable_ppo on each Keras backend against Stable-Baselines3 PPO.
+
+Same PPO settings everywhere (8 envs x 128 steps, 4 epochs, minibatch 256, lr 2.5e-4
+annealed linearly to 0, gamma 0.99, GAE 0.95, clip 0.2, no entropy bonus, vf_coef 0.5,
+max_grad_norm 0.5, 64-64 tanh actor and critic). Every job runs in a fresh subprocess
+(the Keras backend is fixed at import), and for each seed the runners follow each other
+(sb3, tensorflow, jax, torch) so that drift on a shared machine hits them alike. Only
+`learn` is timed; then 10 deterministic episodes are played on a fresh env.
+Thread settings (torch, jax, tf, OpenBLAS, OMP) are left at their defaults.
+
+    python benchmarks/cartpole.py                      # 100k steps, seeds 0 1 2, all runners
+    python benchmarks/cartpole.py --timesteps 8192 --seeds 0 --backends sb3 jax
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ENV_ID = "CartPole-v1"
+HP = dict(num_envs=8, num_steps=128, num_epochs=4, batch_size=256, lr=2.5e-4, gamma=0.99,
+          gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
+KERAS_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b)]
+RUNNERS = ["sb3", *KERAS_BACKENDS]
+EVAL_EPISODES = 10
+SOLVED = 475.0
+
+
+def run_job(runner, seed, timesteps, anneal_lr):
+    """Train and evaluate one runner in this process; print one JSON line."""
+    if runner == "sb3":
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.evaluation import evaluate_policy
+        from stable_baselines3.common.monitor import Monitor
+        from stable_baselines3.common.vec_env import DummyVecEnv
+        import gymnasium as gym
+
+        lr = HP["lr"]
+        model = PPO(
+            "MlpPolicy", make_vec_env(ENV_ID, n_envs=HP["num_envs"], seed=seed, vec_env_cls=DummyVecEnv),
+            learning_rate=(lambda progress: lr * progress) if anneal_lr else lr,
+            n_steps=HP["num_steps"], batch_size=HP["batch_size"], n_epochs=HP["num_epochs"],
+            gamma=HP["gamma"], gae_lambda=HP["gae_lambda"], clip_range=HP["clip_range"],
+            ent_coef=HP["ent_coef"], vf_coef=HP["vf_coef"], max_grad_norm=HP["max_grad_norm"],
+            seed=seed, device="cpu", verbose=0,
+        )
+        start = time.perf_counter()
+        model.learn(timesteps)
+        seconds = time.perf_counter() - start
+        eval_env = DummyVecEnv([lambda: Monitor(gym.make(ENV_ID))])
+        eval_env.seed(seed + 10_000)
+        mean, std = evaluate_policy(model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
+        steps, extra = model.num_timesteps, {}
+    else:
+        assert os.environ.get("KERAS_BACKEND") == runner, "run through the parent, which sets KERAS_BACKEND"
+        from unstable_ppo import PPO
+
+        model = PPO(ENV_ID, seed=seed, anneal_lr=anneal_lr, **HP)
+        split = {"rollout_s": 0.0, "update_s": 0.0}
+
+        def add_times(ppo, logs):
+            split["rollout_s"] += logs["rollout_time"]
+            split["update_s"] += logs["update_time"]
+
+        start = time.perf_counter()
+        model.learn(timesteps, callback=add_times)
+        seconds = time.perf_counter() - start
+        result = model.evaluate(n_episodes=EVAL_EPISODES, deterministic=True)
+        mean, std = result["mean_return"], result["std_return"]
+        steps, extra = model.num_timesteps, split
+    print(json.dumps(dict(runner=runner, seed=seed, timesteps=int(steps), learn_s=seconds,
+                          steps_per_second=steps / seconds, eval_mean=float(mean),
+                          eval_std=float(std), **extra)), flush=True)
+
+
+def spawn(runner, seed, args):
+    """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
+    env = dict(os.environ)
+    if runner != "sb3":
+        env["KERAS_BACKEND"] = runner
+    cmd = [sys.executable, os.path.abspath(__file__), "--job", runner, "--seeds", str(seed),
+           "--timesteps", str(args.timesteps), "--anneal_lr" if args.anneal_lr else "--no-anneal_lr"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return None, proc.stderr + proc.stdout
+    return json.loads(lines[-1]), proc.stderr
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+               platform.processor() or "?")
+    versions = {}
+    for pkg in ("unstable_ppo", "keras", "tensorflow", "jax", "torch", "stable_baselines3", "gymnasium", "numpy"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                nproc=len(os.sched_getaffinity(0)), cpu=cpu, python=platform.python_version(),
+                versions=versions, thread_env={k: v for k, v in os.environ.items()
+                                               if k.endswith("_NUM_THREADS") or k.startswith("XLA_FLAGS")})
+
+
+def table(results, runners):
+    sb3 = {r["seed"]: r["steps_per_second"] for r in results if r["runner"] == "sb3"}
+    rows = ["| runner | steps/s mean (min–max) | × SB3 | eval return per seed | all ≥ 475 |",
+            "|---|---|---|---|---|"]
+    for runner in runners:
+        rs = sorted((r for r in results if r["runner"] == runner), key=lambda r: r["seed"])
+        if not rs:
+            rows.append(f"| {runner} | failed | | | |")
+            continue
+        sps = [r["steps_per_second"] for r in rs]
+        ratios = [r["steps_per_second"] / sb3[r["seed"]] for r in rs if r["seed"] in sb3]
+        ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else "—"
+        evals = ", ".join(f"{r['seed']}: {r['eval_mean']:.1f} ± {r['eval_std']:.1f}" for r in rs)
+        solved = "yes" if all(r["eval_mean"] >= SOLVED for r in rs) else "no"
+        rows.append(f"| {runner} | {sum(sps) / len(sps):.0f} ({min(sps):.0f}–{max(sps):.0f}) "
+                    f"| {ratio} | {evals} | {solved} |")
+    return "\n".join(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timesteps", type=int, default=100_000, help="training steps per job (default 100000)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--backends", nargs="+", default=RUNNERS, choices=RUNNERS, metavar="RUNNER",
+                        help=f"runners to benchmark, from {' '.join(RUNNERS)} (default: all)")
+    parser.add_argument("--anneal_lr", action=argparse.BooleanOptionalAction, default=True,
+                        help="anneal the learning rate linearly to 0, for both libraries (default: on)")
+    parser.add_argument("--json", metavar="OUT", help="write the machine and all raw results to OUT")
+    parser.add_argument("--job", choices=RUNNERS, help=argparse.SUPPRESS)  # internal: one job in this process
+    args = parser.parse_args()
+    if args.job:
+        return run_job(args.job, args.seeds[0], args.timesteps, args.anneal_lr)
+
+    runners = [r for r in RUNNERS if r in args.backends]
+    jobs = [(r, s) for s in args.seeds for r in runners]
+    results, failures = [], []
+    for i, (runner, seed) in enumerate(jobs, 1):
+        result, stderr = spawn(runner, seed, args)
+        if result is None:
+            failures.append((runner, seed))
+            tail = "\n".join(stderr.strip().splitlines()[-20:])
+            print(f"[{i}/{len(jobs)}] {runner} seed {seed}: FAILED\n{tail}", file=sys.stderr, flush=True)
+            continue
+        results.append(result)
+        print(f"[{i}/{len(jobs)}] {runner} seed {seed}: {result['steps_per_second']:.0f} steps/s, "
+              f"eval {result['eval_mean']:.1f} ± {result['eval_std']:.1f}", file=sys.stderr, flush=True)
+
+    info = machine()
+    print(f"\n## CartPole-v1, {args.timesteps} steps, seeds {' '.join(map(str, args.seeds))}, "
+          f"anneal_lr={args.anneal_lr}\n")
+    print(table(results, runners))
+    print(f"\n{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · Python {info['python']} · "
+          + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+          + f" · threads: library defaults, env {info['thread_env'] or 'unset'}")
+    if failures:
+        print("\nfailed jobs: " + ", ".join(f"{r} seed {s}" for r, s in failures))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
+                           hyperparameters=HP, results=results, failures=failures), f, indent=2)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+# torch is pinned: 2.13.0 is the CPU build these machines install without a
+# multi-GB CUDA download; any newer torch works if you install it yourself.
+EXTRAS = {
+    "jax": ["jax[cpu]>=0.4.30"],
+    "torch": ["torch==2.13.0"],
+    "test": ["pytest>=8", "scipy>=1.10", "hypothesis>=6"],
+    "benchmarks": ["stable-baselines3>=2.3", "matplotlib>=3.7"],
+}
+EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
+
+setup(
+    name="unstable_ppo",
+    version="0.1.0",
+    description="Proximal Policy Optimization in Keras 3, on TensorFlow, JAX or PyTorch",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["unstable_ppo", "unstable_ppo.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "keras>=3.5",
+        "tensorflow>=2.16",
+        "numpy>=1.24",
+        "gymnasium>=1.1",
+        "absl-py>=2.0",
+        "tqdm>=4.60",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["unstable-ppo=unstable_ppo.run:entry_point"]},
+)
