@@ -155,7 +155,7 @@ class DiagGaussian(Distribution):
         return self.mean
 
     def log_prob(self, actions):
-        z = (actions - self.mean) / self.std
+        z = (ops.convert_to_tensor(actions, self.mean.dtype) - self.mean) / self.std
         return ops.sum(-0.5 * ops.square(z) - self.log_std - 0.5 * _LOG_2PI, axis=-1)
 
     def entropy(self):
