@@ -140,6 +140,8 @@ def test_next_step_autoreset_rows_are_masked():
         (spaces.Box(-1, 1, (3,), np.float64), spaces.MultiDiscrete([2, 3, 4])),
         (spaces.Box(-1, 1, (2, 3), np.float32), spaces.MultiBinary(4)),
         (spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-2, 2, (2,), np.float32)),
+        (spaces.Box(-1, 1, (3,), np.float32), spaces.MultiDiscrete([[2, 3], [4, 5]], start=[[0, 1], [-1, 0]])),
+        (spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2, 2), np.float32)),
     ],
 )
 def test_every_supported_space_trains_and_predicts(obs_space, act_space):

@@ -27,7 +27,8 @@ BATCH_KEYS = ("obs", "actions", "old_log_prob", "old_values", "advantages", "ret
 
 
 def masked_mean(x, mask, count):
-    return ops.sum(x * mask) / count
+    # `where`, not `x * mask`: a masked row must not leak even if it holds inf or NaN.
+    return ops.sum(ops.where(mask > 0, x, 0.0)) / count
 
 
 def explained_variance(values, returns, mask, count):

@@ -197,7 +197,7 @@ class PPO:
         if isinstance(space, spaces.Discrete):
             return actions.astype(np.int64) + int(space.start)
         if isinstance(space, spaces.MultiDiscrete):
-            return actions.astype(space.dtype) + space.start
+            return actions.reshape((-1, *space.shape)).astype(space.dtype) + space.start
         return actions.reshape((-1, *space.shape)).astype(space.dtype)
 
     def _draw_noise(self, shape):

@@ -13,7 +13,7 @@ import string
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -138,6 +138,7 @@ def train(argv_flags):
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)  # keep JAX's platform probing out of the console
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:

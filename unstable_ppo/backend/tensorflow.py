@@ -17,15 +17,19 @@ class TensorFlowTrainer(TrainerBase):
 
     def make_update_function(self):
         if self._update_function is None:
-
+            # One call per epoch: each tf.function call costs ~0.5 ms of dispatch,
+            # more than a 64-64 MLP minibatch step itself. The minibatch loop is
+            # unrolled (its length is static), so the graph is plain straight-line code.
             @tf.function(reduce_retracing=True)
-            def minibatch(batch, idx):
-                return self.train_step({k: tf.gather(v, idx) for k, v in batch.items()})
+            def epoch(batch, indices):
+                logs = []
+                for i in range(indices.shape[0]):
+                    logs.append(self.train_step({k: tf.gather(v, indices[i]) for k, v in batch.items()}))
+                return {k: tf.stack([l[k] for l in logs]) for k in logs[0]}
 
             def update(batch, indices):
                 batch = {k: tf.convert_to_tensor(v) for k, v in batch.items()}
-                logs = [minibatch(batch, tf.convert_to_tensor(idx)) for idx in indices]
-                return mean_logs({k: tf.stack([l[k] for l in logs]) for k in logs[0]})
+                return mean_logs(epoch(batch, tf.convert_to_tensor(indices)))
 
             self._update_function = update
         return self._update_function
@@ -35,8 +39,9 @@ class TensorFlowTrainer(TrainerBase):
             obs_spec = tf.TensorSpec((None, *self.observation_space.shape), self.obs_dtype)
             noise_spec = tf.TensorSpec((None, self.noise_size), tf.float32)
             # A concrete function skips tf.function's per-call signature matching.
+            import os
             concrete = tf.function(
-                lambda obs, noise: self.act(obs, noise, deterministic)
+                lambda obs, noise: self.act(obs, noise, deterministic), jit_compile=bool(os.environ.get("XLA"))
             ).get_concrete_function(obs_spec, noise_spec)
             self._act_functions[deterministic] = lambda obs, noise: concrete(
                 tf.convert_to_tensor(obs), tf.convert_to_tensor(noise)
