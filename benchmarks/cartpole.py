@@ -1,7 +1,7 @@
 """CartPole-v1 benchmark: unstable_ppo on each Keras backend against Stable-Baselines3 PPO.
 
 Same PPO settings everywhere (8 envs x 128 steps, 4 epochs, minibatch 256, lr 2.5e-4
-annealed linearly to 0, gamma 0.99, GAE 0.95, clip 0.2, no entropy bonus, vf_coef 0.5,
+constant (`--anneal_lr` anneals it to 0 in both), gamma 0.99, GAE 0.95, clip 0.2 (Stable-Baselines3's defaults), no entropy bonus, vf_coef 0.5,
 max_grad_norm 0.5, 64-64 tanh actor and critic). Every job runs in a fresh subprocess
 (the Keras backend is fixed at import), and for each seed the runners follow each other
 (sb3, tensorflow, jax, torch) so that drift on a shared machine hits them alike. Only
@@ -134,8 +134,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     parser.add_argument("--backends", nargs="+", default=RUNNERS, choices=RUNNERS, metavar="RUNNER",
                         help=f"runners to benchmark, from {' '.join(RUNNERS)} (default: all)")
-    parser.add_argument("--anneal_lr", action=argparse.BooleanOptionalAction, default=True,
-                        help="anneal the learning rate linearly to 0, for both libraries (default: on)")
+    parser.add_argument("--anneal_lr", action=argparse.BooleanOptionalAction, default=False,
+                        help="anneal the learning rate linearly to 0, for both libraries (default: off)")
     parser.add_argument("--json", metavar="OUT", help="write the machine and all raw results to OUT")
     parser.add_argument("--job", choices=RUNNERS, help=argparse.SUPPRESS)  # internal: one job in this process
     args = parser.parse_args()

@@ -28,14 +28,48 @@ from gymnasium import spaces
 HIDDEN_GAIN = math.sqrt(2.0)
 
 
-def _dense(units, gain, activation=None, name=None):
+@keras.saving.register_keras_serializable(package="unstable_ppo")
+class SeededOrthogonal(initializers.Initializer):
+    """Orthogonal initialisation (Saxe et al., 2014) drawn with numpy.
+
+    Keras's own initialisers draw from each backend's RNG, so one seed gives three
+    different networks. Drawing with numpy makes a seed mean the same initial
+    weights — and so, up to float rounding, the same run — on every backend.
+    """
+
+    def __init__(self, gain=1.0, seed=None):
+        self.gain = float(gain)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, shape, dtype=None):
+        rows, cols = int(np.prod(shape[:-1])), int(shape[-1])
+        a = self._rng.standard_normal((max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q *= np.sign(np.diag(r))  # a uniform draw over orthogonal matrices
+        if rows < cols:
+            q = q.T
+        return ops.convert_to_tensor((self.gain * q).reshape(shape), dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"gain": self.gain, "seed": self.seed}
+
+
+def _dense(units, gain, seeds, activation=None, name=None):
     return layers.Dense(
         units,
         activation=activation,
-        kernel_initializer=initializers.Orthogonal(gain),
+        kernel_initializer=SeededOrthogonal(gain, seed=next(seeds)),
         bias_initializer="zeros",
         name=name,
     )
+
+
+def _seed_stream(seed):
+    """Distinct initialiser seeds, one per layer, all following from `seed`."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield int(rng.integers(2**31))
 
 
 class ObservationEncoder(layers.Layer):
@@ -66,20 +100,25 @@ class ObservationEncoder(layers.Layer):
         return tuple(input_shape)
 
 
-def mlp_torso(hidden_sizes, activation, name):
+def mlp_torso(hidden_sizes, activation, seeds, name):
     return keras.Sequential(
-        [layers.Flatten()] + [_dense(h, HIDDEN_GAIN, activation) for h in hidden_sizes], name=name
+        [layers.Flatten()] + [_dense(h, HIDDEN_GAIN, seeds, activation) for h in hidden_sizes],
+        name=name,
     )
 
 
-def nature_cnn_torso(name):
+def nature_cnn_torso(seeds, name):
     """Mnih et al. (2015): three convolutions and a 512-unit layer, all ReLU."""
-    conv = lambda f, k, s: layers.Conv2D(  # noqa: E731
-        f, k, strides=s, activation="relu", kernel_initializer=initializers.Orthogonal(HIDDEN_GAIN)
-    )
+
+    def conv(filters, kernel, stride):
+        return layers.Conv2D(
+            filters, kernel, strides=stride, activation="relu",
+            kernel_initializer=SeededOrthogonal(HIDDEN_GAIN, seed=next(seeds)),
+        )
+
     return keras.Sequential(
         [conv(32, 8, 4), conv(64, 4, 2), conv(64, 3, 1), layers.Flatten(),
-         _dense(512, HIDDEN_GAIN, "relu")],
+         _dense(512, HIDDEN_GAIN, seeds, "relu")],
         name=name,
     )
 
@@ -103,6 +142,7 @@ class ActorCritic(Trainer, keras.Model):
         shared_net=None,
         nn_std=False,
         log_std_init=0.0,
+        seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -132,11 +172,13 @@ class ActorCritic(Trainer, keras.Model):
         self.nn_std = bool(nn_std)
         self.log_std_init = float(log_std_init)
 
+        self.seed = seed
+        seeds = _seed_stream(seed)
         self.encoder = ObservationEncoder(observation_space, name="encoder")
         make_torso = (
-            (lambda name: nature_cnn_torso(name))
+            (lambda name: nature_cnn_torso(seeds, name))
             if net == "cnn"
-            else (lambda name: mlp_torso(self.hidden_sizes, activation, name))
+            else (lambda name: mlp_torso(self.hidden_sizes, activation, seeds, name))
         )
         self.policy_torso = make_torso("policy_torso" if not self.shared_net else "torso")
         self.value_torso = self.policy_torso if self.shared_net else make_torso("value_torso")
@@ -149,8 +191,8 @@ class ActorCritic(Trainer, keras.Model):
             else len(np.ravel(action_space.nvec)) if isinstance(action_space, spaces.MultiDiscrete)
             else n_params
         )
-        self.policy_head = _dense(n_params * (2 if self.nn_std else 1), 0.01, name="policy_head")
-        self.value_head = _dense(1, 1.0, name="value_head")
+        self.policy_head = _dense(n_params * (2 if self.nn_std else 1), 0.01, seeds, name="policy_head")
+        self.value_head = _dense(1, 1.0, seeds, name="value_head")
         if self.continuous and not self.nn_std:
             self.log_std = self.add_weight(
                 shape=(n_params,),
@@ -237,4 +279,5 @@ class ActorCritic(Trainer, keras.Model):
             "shared_net": self.shared_net,
             "nn_std": self.nn_std,
             "log_std_init": self.log_std_init,
+            "seed": self.seed,
         }

@@ -149,6 +149,7 @@ class PPO:
                 shared_net=self.hp.shared_net,
                 nn_std=self.hp.nn_std,
                 log_std_init=self.hp.log_std_init,
+                seed=seed,
             )
             self._compile()
         self._last_obs = None

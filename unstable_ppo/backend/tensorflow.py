@@ -39,9 +39,8 @@ class TensorFlowTrainer(TrainerBase):
             obs_spec = tf.TensorSpec((None, *self.observation_space.shape), self.obs_dtype)
             noise_spec = tf.TensorSpec((None, self.noise_size), tf.float32)
             # A concrete function skips tf.function's per-call signature matching.
-            import os
             concrete = tf.function(
-                lambda obs, noise: self.act(obs, noise, deterministic), jit_compile=bool(os.environ.get("XLA"))
+                lambda obs, noise: self.act(obs, noise, deterministic)
             ).get_concrete_function(obs_spec, noise_spec)
             self._act_functions[deterministic] = lambda obs, noise: concrete(
                 tf.convert_to_tensor(obs), tf.convert_to_tensor(noise)
