@@ -24,6 +24,7 @@ class LossConfig:
 
 
 BATCH_KEYS = ("obs", "actions", "old_log_prob", "old_values", "advantages", "returns", "mask")
+LOG_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance")
 
 
 def masked_mean(x, mask, count):

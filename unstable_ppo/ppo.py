@@ -262,15 +262,20 @@ class PPO:
         return T * N
 
     def _values(self, obs):
-        """V(obs) for a few observations, padded to `num_envs` rows to reuse the compiled call."""
+        """V(obs) for a few observations, through the rollout's own compiled acting call.
+
+        Padded to `num_envs` rows so no new shape is compiled; the sampled actions
+        are discarded.
+        """
         N = self.hp.num_envs
-        act = self.model.make_act_function(deterministic=True)
+        act = self.model.make_act_function()
         out = []
         for start in range(0, len(obs), N):
             chunk = obs[start : start + N]
             padded = np.zeros((N, *chunk.shape[1:]), chunk.dtype)
             padded[: len(chunk)] = chunk
-            out.append(act(padded, np.zeros((N, self.model.noise_size), np.float32))[1][: len(chunk)])
+            noise = np.full((N, self.model.noise_size), 0.5, np.float32)
+            out.append(act(padded, noise)[1][: len(chunk)])
         return np.concatenate(out)
 
     def _record_episodes(self, info):

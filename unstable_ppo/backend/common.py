@@ -37,6 +37,7 @@ class TrainerBase:
         """Drop cached acting/update functions (after `compile`, or new loss settings)."""
         self._act_functions = {}
         self._update_function = None
+        self._variables_cache = None
 
 
 def mean_logs(stacked):

@@ -22,21 +22,23 @@ class JAXTrainer(TrainerBase):
         trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads, trainable)
         return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
 
+    def _variable_lists(self):
+        """The model's variables, listed once: Keras walks every layer per property read."""
+        if getattr(self, "_variables_cache", None) is None:
+            # Set in __dict__: Keras would otherwise track the lists as new model state.
+            vars(self)["_variables_cache"] = (
+                list(self.trainable_variables),
+                list(self.non_trainable_variables),
+                list(self.optimizer.variables),
+                list(self.metrics_variables),
+            )
+        return self._variables_cache
+
     def _state(self):
-        return (
-            [v.value for v in self.trainable_variables],
-            [v.value for v in self.non_trainable_variables],
-            [v.value for v in self.optimizer.variables],
-            [v.value for v in self.metrics_variables],
-        )
+        return tuple([v.value for v in variables] for variables in self._variable_lists())
 
     def _assign_state(self, state):
-        trainable, non_trainable, optimizer_vars, _ = state
-        for variables, values in (
-            (self.trainable_variables, trainable),
-            (self.non_trainable_variables, non_trainable),
-            (self.optimizer.variables, optimizer_vars),
-        ):
+        for variables, values in zip(self._variable_lists()[:3], state[:3]):
             for variable, value in zip(variables, values):
                 variable.assign(value)
 
@@ -69,8 +71,7 @@ class JAXTrainer(TrainerBase):
             )
         compiled = self._act_functions[deterministic]
         # The weights are arguments of the jitted call: read them once, here.
-        trainable = [v.value for v in self.trainable_variables]
-        non_trainable = [v.value for v in self.non_trainable_variables]
+        trainable, non_trainable = self._state()[:2]
         return lambda obs, noise: np.asarray(compiled(trainable, non_trainable, obs, noise))
 
     def _stateless_act(self, trainable, non_trainable, obs, noise, deterministic):
