@@ -182,9 +182,17 @@ def test_fit_runs_the_same_train_step():
     ppo._reset()
     ppo.collect_rollout(buffer)
     before = ppo.model.get_weights()
+    act = ppo.model.make_act_function(deterministic=True)
+    obs = buffer.obs[0]
+    noise = np.zeros((len(obs), 2), np.float32)
+    values_before = act(obs, noise)[1]
     history = ppo.model.fit(buffer.training_batch(), batch_size=32, epochs=1, shuffle=True, verbose=0)
     assert {"policy_loss", "value_loss", "approx_kl"} <= set(history.history)
     assert any(not np.allclose(a, b) for a, b in zip(before, ppo.model.get_weights()))
+    # An acting function made before `fit` acts with the weights `fit` left behind.
+    _, values_now = ppo.model(obs)
+    np.testing.assert_allclose(act(obs, noise)[1], ops.convert_to_numpy(values_now), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(act(obs, noise)[1], values_before)
 
 
 @pytest.mark.parametrize(

@@ -70,9 +70,18 @@ class JAXTrainer(TrainerBase):
                 )
             )
         compiled = self._act_functions[deterministic]
-        # The weights are arguments of the jitted call: read them once, here.
-        trainable, non_trainable = self._state()[:2]
-        return lambda obs, noise: np.asarray(compiled(trainable, non_trainable, obs, noise))
+        # The weights are arguments of the jitted call. Reading them all costs
+        # ~20 µs, so read them again only when the first one has been reassigned
+        # (every update, `fit()` or `set_weights` reassigns them all).
+        first = self._variable_lists()[0][0]
+        weights = [self._state()[:2]]
+
+        def act(obs, noise):
+            if first.value is not weights[0][0][0]:
+                weights[0] = self._state()[:2]
+            return np.asarray(compiled(*weights[0], obs, noise))
+
+        return act
 
     def _stateless_act(self, trainable, non_trainable, obs, noise, deterministic):
         mapping = list(zip(self.trainable_variables, trainable))
