@@ -1,6 +1,10 @@
 """`python run.py --env_id=...`: the same as `python -m unstable_ppo.run`."""
 
-from unstable_ppo.run import entry_point
+from absl import flags
+
+from unstable_ppo import run
+
+flags.adopt_module_key_flags(run)  # so that --help lists the runner's flags
 
 if __name__ == "__main__":
-    entry_point()
+    run.entry_point()
