@@ -21,8 +21,8 @@ class TrainerBase:
     def make_act_function(self, deterministic=False):
         """`act(obs, noise) -> (actions, values, log_probs)` as numpy, with the current weights.
 
-        Build it once per rollout: backends that pass weights into the compiled
-        call take them when the function is made, not on every step.
+        The rollout makes it once and calls it every step; the compiled function
+        behind it is built on first use and cached.
         """
         compiled = self._compiled_act(deterministic)
         action_size = self.action_size

@@ -8,7 +8,6 @@ gradients reach them through it.
 
 import warnings
 
-import numpy as np
 import keras
 import torch
 from keras import ops, tree
