@@ -29,6 +29,10 @@ def test_short_run_trains_saves_and_evaluates(tmp_path):
     assert metrics["eval_episodes"] == 2
     assert (logdir / "model" / "model.keras").is_file() and (logdir / "model" / "ppo.json").is_file()
     assert "mean_return=" in proc.stdout
+    assert sorted(os.listdir(logdir / "monitor")) == ["0.monitor.csv", "1.monitor.csv"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(logdir))
+    log = (logdir / "training.log").read_text()
+    assert "update 3:" in log and "mean_return=" in log
 
 
 def test_top_level_run_py_is_the_same_runner(tmp_path):

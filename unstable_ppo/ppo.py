@@ -106,10 +106,11 @@ class PPO:
     """Proximal Policy Optimization with a Keras 3 actor-critic, on any Keras backend.
 
     `env`: a gymnasium env id, a `gymnasium.Env` or a `VectorEnv`. An id is built
-    into `num_envs` copies; a `VectorEnv` brings its own `num_envs`.
+    into `num_envs` copies (each writing a Monitor CSV into `monitor_dir`, if given);
+    a `VectorEnv` brings its own `num_envs`.
     """
 
-    def __init__(self, env, seed=None, verbose=0, **hyperparameters):
+    def __init__(self, env, seed=None, verbose=0, monitor_dir=None, **hyperparameters):
         unknown = set(hyperparameters) - {f.name for f in dataclasses.fields(Hyperparameters)}
         if unknown:
             raise TypeError(f"unknown PPO argument(s): {', '.join(sorted(unknown))}")
@@ -134,7 +135,9 @@ class PPO:
         if env is None or isinstance(env, str):
             self.hp.validate()  # before building envs from an id
         if env is not None:
-            self.env, self.env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
+            self.env, self.env_id = as_vector_env(
+                env, self.hp.num_envs, self.hp.vectorization_mode, monitor_dir=monitor_dir
+            )
             self.observation_space = self.env.single_observation_space
             self.action_space = self.env.single_action_space
             check_observation_space(self.observation_space)

@@ -21,6 +21,10 @@ flags.DEFINE_integer("rank", 0, "Run index; templated into paths as {rank}.")
 flags.DEFINE_integer("seed", 1, "Random seed (envs, weights, sampling).")
 flags.DEFINE_string("logdir", "./log/{env_id}/ppo/{rank}", "Run directory ({env_id} and {rank} are templated).")
 flags.DEFINE_string("model_dir", "model", "Model directory, relative to logdir.")
+flags.DEFINE_string("logging", "training.log", "Log file, relative to logdir.")
+flags.DEFINE_string("monitor_dir", "monitor", "Monitor CSVs (one per env), relative to logdir.")
+flags.DEFINE_string("tb_logdir", "", "TensorBoard event directory, relative to logdir ('' = logdir).")
+flags.DEFINE_integer("log_interval", 10, "Updates between summaries on the console.")
 flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium environment id.")
 flags.DEFINE_integer("num_envs", 8, "Parallel environments.")
 flags.DEFINE_integer("num_episodes", None, "Rollout/update iterations (default: from --total_timesteps).")
@@ -42,7 +46,7 @@ flags.DEFINE_bool("shared_net", None, "Share the torso between policy and value 
 flags.DEFINE_bool("force_mlp", False, "Use the MLP even for image observations.")
 flags.DEFINE_enum("backend", None, BACKENDS, "Keras backend (default: $KERAS_BACKEND, else tensorflow).")
 flags.DEFINE_integer("eval_episodes", 10, "Episodes of the final evaluation.")
-flags.DEFINE_integer("verbose", 1, "0: quiet, 1: summary, 2: a line per update.")
+flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar and a summary every log_interval, 2: a summary every update.")
 
 FLAGS = flags.FLAGS
 
@@ -74,10 +78,17 @@ def select_backend(name):
 def train(argv_flags):
     select_backend(argv_flags.backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from unstable_ppo.monitor import TensorBoardLogger
     from unstable_ppo.ppo import PPO
 
-    logdir = render_path(argv_flags.logdir, env_id=argv_flags.env_id, rank=argv_flags.rank)
-    model_dir = os.path.join(logdir, render_path(argv_flags.model_dir, env_id=argv_flags.env_id, rank=argv_flags.rank))
+    keys = dict(env_id=argv_flags.env_id, rank=argv_flags.rank)
+    logdir = render_path(argv_flags.logdir, **keys)
+    model_dir, log_file, monitor_dir, tb_dir = (
+        os.path.join(logdir, render_path(getattr(argv_flags, name), **keys))
+        for name in ("model_dir", "logging", "monitor_dir", "tb_logdir")
+    )
+    if argv_flags.log_interval <= 0:
+        raise UsageError(f"log_interval must be a positive integer, got {argv_flags.log_interval}")
     rollout = argv_flags.num_envs * argv_flags.num_steps
     if argv_flags.num_episodes is not None:
         if argv_flags.num_episodes <= 0:
@@ -91,7 +102,7 @@ def train(argv_flags):
     ppo = PPO(
         argv_flags.env_id,
         seed=argv_flags.seed,
-        verbose=1 if argv_flags.verbose >= 2 else 0,
+        monitor_dir=monitor_dir,
         num_envs=argv_flags.num_envs,
         num_steps=argv_flags.num_steps,
         num_epochs=argv_flags.num_epochs,
@@ -109,8 +120,22 @@ def train(argv_flags):
         shared_net=argv_flags.shared_net,
         net="mlp" if argv_flags.force_mlp else "auto",
     )
+    log = _file_logger(log_file)
+    log.info("flags: %s", json.dumps({f.name: f.value for f in argv_flags.get_flags_for_module(sys.modules[__name__])}))
+    tensorboard = TensorBoardLogger(tb_dir)
+
+    def after_update(ppo, logs):
+        tensorboard.write(logs, ppo.num_timesteps)
+        line = f"update {ppo.num_updates}: {PPO._summary(logs)}"
+        log.info(line)
+        if argv_flags.verbose >= 2 or (argv_flags.verbose == 1 and ppo.num_updates % argv_flags.log_interval == 0):
+            _console(line)
+
     start = time.perf_counter()
-    ppo.learn(total, progress_bar=argv_flags.verbose == 1)
+    try:
+        ppo.learn(total, callback=after_update, progress_bar=argv_flags.verbose == 1)
+    finally:
+        tensorboard.close()
     wall = time.perf_counter() - start
     ppo.save(model_dir)
     result = ppo.evaluate(n_episodes=argv_flags.eval_episodes)
@@ -127,14 +152,36 @@ def train(argv_flags):
     }
     with open(os.path.join(logdir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    summary = (
+        f"{argv_flags.env_id} on {metrics['backend']}: {ppo.num_timesteps} steps in {wall:.1f} s "
+        f"({metrics['steps_per_second']:.0f} steps/s); eval over {metrics['eval_episodes']} episodes: "
+        f"mean_return={result['mean_return']:.2f} std_return={result['std_return']:.2f}; "
+        f"model saved to {model_dir}"
+    )
+    log.info(summary)
     if argv_flags.verbose:
-        print(
-            f"{argv_flags.env_id} on {metrics['backend']}: {ppo.num_timesteps} steps in {wall:.1f} s "
-            f"({metrics['steps_per_second']:.0f} steps/s); eval over {metrics['eval_episodes']} episodes: "
-            f"mean_return={result['mean_return']:.2f} std_return={result['std_return']:.2f}; "
-            f"model saved to {model_dir}"
-        )
+        print(summary)
     return metrics
+
+
+def _file_logger(path):
+    """A logger that writes to the run's log file (and nowhere else)."""
+    import logging as std_logging
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    logger = std_logging.getLogger(f"unstable_ppo.run.{path}")
+    logger.setLevel(std_logging.INFO)
+    logger.propagate = False
+    handler = std_logging.FileHandler(path)
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def _console(line):
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)  # prints above a progress bar instead of through it
 
 
 def main(argv):

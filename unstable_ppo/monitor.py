@@ -1,0 +1,100 @@
+"""Episode logs in the formats other RL tools read: Monitor CSVs and TensorBoard scalars."""
+
+import csv
+import json
+import os
+import time
+
+import gymnasium as gym
+
+
+class Monitor(gym.Wrapper):
+    """Writes one CSV row per finished episode: the common Monitor format.
+
+    The file starts with `#{"t_start": ..., "env_id": ...}` and a `r,l,t` header (return,
+    length, seconds since t_start), the layout that Stable-Baselines3's and OpenAI
+    baselines' plotting scripts read. Rows are flushed as they are written, so a
+    killed run keeps every finished episode.
+    """
+
+    def __init__(self, env, filename):
+        super().__init__(env)
+        self.t_start = time.time()
+        os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+        self._file = open(filename, "w", newline="")
+        env_id = env.spec.id if env.spec is not None else None
+        self._file.write("#" + json.dumps({"t_start": self.t_start, "env_id": env_id}) + "\n")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(["r", "l", "t"])
+        self._file.flush()
+        self._return, self._length = 0.0, 0
+
+    def reset(self, **kwargs):
+        self._return, self._length = 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        self._length += 1
+        if terminated or truncated:
+            self._writer.writerow(
+                [round(self._return, 6), self._length, round(time.time() - self.t_start, 6)]
+            )
+            self._file.flush()
+        return obs, reward, terminated, truncated, info
+
+    def close(self):
+        if not self._file.closed:
+            self._file.close()
+        return super().close()
+
+
+def read_monitor(filename):
+    """(header dict, list of {"r", "l", "t"}) from a Monitor CSV."""
+    with open(filename) as f:
+        header = json.loads(f.readline()[1:])
+        rows = [{"r": float(r["r"]), "l": int(r["l"]), "t": float(r["t"])} for r in csv.DictReader(f)]
+    return header, rows
+
+
+# PPO log name -> the TensorBoard key Stable-Baselines3 users know. SB3 logs the
+# entropy *loss*, i.e. minus the entropy.
+TENSORBOARD_KEYS = {
+    "ep_rew_mean": ("rollout/ep_rew_mean", 1.0),
+    "ep_len_mean": ("rollout/ep_len_mean", 1.0),
+    "approx_kl": ("train/approx_kl", 1.0),
+    "clip_fraction": ("train/clip_fraction", 1.0),
+    "entropy": ("train/entropy_loss", -1.0),
+    "explained_variance": ("train/explained_variance", 1.0),
+    "policy_loss": ("train/policy_gradient_loss", 1.0),
+    "value_loss": ("train/value_loss", 1.0),
+    "loss": ("train/loss", 1.0),
+    "learning_rate": ("train/learning_rate", 1.0),
+    "epochs": ("train/n_epochs", 1.0),
+    "fps": ("time/fps", 1.0),
+}
+
+
+class TensorBoardLogger:
+    """Scalars for TensorBoard, keyed as Stable-Baselines3 keys them, on any Keras backend.
+
+    TensorFlow is a dependency of unstable_ppo on every backend, so its summary
+    writer is always there; the step is the number of env steps so far.
+    """
+
+    def __init__(self, logdir):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(logdir)
+
+    def write(self, logs, step):
+        with self._writer.as_default(step=int(step)):
+            for name, (key, sign) in TENSORBOARD_KEYS.items():
+                if name in logs:
+                    self._tf.summary.scalar(key, sign * float(logs[name]))
+        self._writer.flush()
+
+    def close(self):
+        self._writer.close()
