@@ -60,3 +60,30 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "log").exists()  # nothing written before the error
+
+
+def test_play_evaluates_a_saved_model(tmp_path):
+    from unstable_ppo import PPO
+
+    PPO("CartPole-v1", seed=0, num_envs=2, num_steps=32, batch_size=32).save(tmp_path / "m")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={tmp_path / 'm'}",
+                           "--episodes=3", "--seed=1"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert [l.split(":")[0] for l in lines[:3]] == ["episode 1", "episode 2", "episode 3"]
+    assert lines[-1].startswith("mean_return=") and lines[-1].endswith("episodes=3")
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_play_on_a_bad_model_dir_is_a_one_line_error(tmp_path, damage):
+    if damage == "corrupt":
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "model.keras").write_bytes(b"junk")
+        (tmp_path / "m" / "ppo.json").write_text("{}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={tmp_path / 'm'}"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -15,7 +15,7 @@ import time
 
 from absl import app, flags, logging
 
-BACKENDS = ("tensorflow", "jax", "torch")
+from unstable_ppo.cli import BACKENDS, UsageError, exit_on_error, select_backend
 
 flags.DEFINE_integer("rank", 0, "Run index; templated into paths as {rank}.")
 flags.DEFINE_integer("seed", 1, "Random seed (envs, weights, sampling).")
@@ -51,10 +51,6 @@ flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar and a summary ever
 FLAGS = flags.FLAGS
 
 
-class UsageError(ValueError):
-    """Bad flags: reported in one line, exit code 2."""
-
-
 def render_path(template, **values):
     """`template` with `{env_id}`/`{rank}` filled in; any other key is an error."""
     for _, key, _, _ in string.Formatter().parse(template):
@@ -63,21 +59,8 @@ def render_path(template, **values):
     return template.format(**values)
 
 
-def select_backend(name):
-    """Set KERAS_BACKEND before Keras is imported; refuse a clash afterwards."""
-    if name is None:
-        return
-    if "keras" in sys.modules:
-        import keras
-
-        if keras.backend.backend() != name:
-            raise UsageError(f"--backend={name} but Keras is already running on {keras.backend.backend()}")
-    os.environ["KERAS_BACKEND"] = name
-
-
 def train(argv_flags):
     select_backend(argv_flags.backend)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from unstable_ppo.monitor import TensorBoardLogger
     from unstable_ppo.ppo import PPO
 
@@ -188,16 +171,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep JAX's platform probing out of the console
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        train(FLAGS)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as e:  # gymnasium's unknown-id errors and the like
-        if type(e).__module__.startswith("gymnasium"):
-            print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    exit_on_error(train, FLAGS)
 
 
 def entry_point():

@@ -1,0 +1,41 @@
+"""What the command-line tools share: backend selection and one-line errors."""
+
+import os
+import sys
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+class UsageError(ValueError):
+    """Bad flags: reported in one line, exit code 2."""
+
+
+def select_backend(name):
+    """Set KERAS_BACKEND before Keras is imported; refuse a clash afterwards."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if name is None:
+        return
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise UsageError(f"--backend={name} but Keras is already running on {keras.backend.backend()}")
+    os.environ["KERAS_BACKEND"] = name
+
+
+def exit_on_error(fn, *args):
+    """Run `fn`; bad input becomes `error: <one line>` on stderr and exit code 2."""
+    try:
+        return fn(*args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        fail(e)
+    except Exception as e:  # gymnasium's unknown-id errors and the like
+        if type(e).__module__.startswith("gymnasium"):
+            fail(e)
+        raise
+
+
+def fail(error):
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
