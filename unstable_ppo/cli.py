@@ -23,6 +23,19 @@ def select_backend(name):
     os.environ["KERAS_BACKEND"] = name
 
 
+def run_app(command):
+    """`absl.app.run` for a tool whose body is `command(FLAGS)`."""
+    from absl import app, flags, logging
+
+    def main(argv):
+        logging.set_verbosity(logging.WARNING)  # keep JAX's platform probing off the console
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        exit_on_error(command, flags.FLAGS)
+
+    app.run(main)
+
+
 def exit_on_error(fn, *args):
     """Run `fn`; bad input becomes `error: <one line>` on stderr and exit code 2."""
     try:

@@ -4,9 +4,9 @@ The env id comes from the saved model unless `--env_id` overrides it. Prints one
 line per episode, then `mean_return=… std_return=… episodes=N`.
 """
 
-from absl import app, flags, logging
+from absl import flags
 
-from unstable_ppo.cli import BACKENDS, UsageError, exit_on_error, select_backend
+from unstable_ppo.cli import BACKENDS, UsageError, run_app, select_backend
 
 flags.DEFINE_string("model_dir", None, "A directory written by PPO.save or the runner.")
 flags.DEFINE_integer("episodes", 10, "Episodes to play.")
@@ -38,15 +38,8 @@ def play(argv_flags):
     return result
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    exit_on_error(play, FLAGS)
-
-
 def entry_point():
-    app.run(main)
+    run_app(play)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ import string
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags
 
-from unstable_ppo.cli import BACKENDS, UsageError, exit_on_error, select_backend
+from unstable_ppo.cli import BACKENDS, UsageError, run_app, select_backend
 
 flags.DEFINE_integer("rank", 0, "Run index; templated into paths as {rank}.")
 flags.DEFINE_integer("seed", 1, "Random seed (envs, weights, sampling).")
@@ -167,15 +167,8 @@ def _console(line):
     tqdm.write(line)  # prints above a progress bar instead of through it
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)  # keep JAX's platform probing out of the console
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    exit_on_error(train, FLAGS)
-
-
 def entry_point():
-    app.run(main)
+    run_app(train)
 
 
 if __name__ == "__main__":
