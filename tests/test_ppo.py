@@ -252,3 +252,13 @@ def test_cartpole_learns_within_a_small_budget():
     ppo.learn(40_000)
     result = ppo.evaluate(n_episodes=10)
     assert result["mean_return"] > 150, result
+
+
+def test_evaluate_leaves_the_callers_env_open():
+    ppo = PPO("CartPole-v1", seed=0, **SMALL)
+    env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    result = ppo.evaluate(env, n_episodes=2)
+    assert len(result["returns"]) == 2
+    env.reset(seed=0)  # still usable: evaluate() closes only the envs it built itself
+    env.step(np.zeros(2, np.int64))
+    env.close()

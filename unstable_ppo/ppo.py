@@ -294,7 +294,7 @@ class PPO:
     def update(self, buffer):
         """`num_epochs` epochs of minibatch updates; returns the logs of the update."""
         hp = self.hp
-        batch = buffer.training_batch()
+        batch = self.model.prepare_batch(buffer.training_batch())  # to the device once, not per epoch
         rows = hp.num_envs * hp.num_steps
         num_minibatches = rows // hp.batch_size
         update_epoch = self.model.make_update_function()
@@ -391,7 +391,7 @@ class PPO:
         actions = self._to_env_actions(self._from_model_actions(act(obs, noise)[0]))
         return actions[0] if single else actions
 
-    def evaluate(self, env=None, n_episodes=10, deterministic=True, max_steps=None):
+    def evaluate(self, env=None, n_episodes=10, deterministic=True):
         """Play `n_episodes` whole episodes; returns `{"mean_return", "std_return", "returns", "lengths"}`.
 
         Episodes are split evenly over the vector env's copies, so short episodes are
@@ -403,8 +403,16 @@ class PPO:
             if self.env_id is None:
                 raise ValueError("evaluate() needs an env: this model does not know its env id")
             env = self.env_id
+        built_here = isinstance(env, str)  # close what we build, never the caller's env
         vec, _ = as_vector_env(env, min(n_episodes, self.hp.num_envs), self.hp.vectorization_mode)
-        self.check_env(vec)
+        try:
+            self.check_env(vec)
+            return self._play(vec, n_episodes, deterministic)
+        finally:
+            if built_here:
+                vec.close()
+
+    def _play(self, vec, n_episodes, deterministic):
         n = vec.num_envs
         targets = np.array([(n_episodes + i) // n for i in range(n)])
         done_count = np.zeros(n, int)
@@ -422,8 +430,6 @@ class PPO:
             ep_ret += rewards * live
             ep_len += live
             done = (terminated | truncated) & live
-            if max_steps is not None:
-                done |= (ep_len >= max_steps) & live
             for i in np.flatnonzero(done):
                 if done_count[i] < targets[i]:
                     returns.append(float(ep_ret[i]))
@@ -431,7 +437,6 @@ class PPO:
                     done_count[i] += 1
                 ep_ret[i], ep_len[i] = 0.0, 0
             reset_row = done if next_step else np.zeros(n, bool)
-        vec.close()
         return {
             "mean_return": float(np.mean(returns)),
             "std_return": float(np.std(returns)),

@@ -13,6 +13,10 @@ class TrainerBase:
         params, values = outputs
         return ppo_loss(self.action_space, params, values, batch, self.loss_config)
 
+    def prepare_batch(self, batch):
+        """numpy rollout arrays -> backend tensors; a no-op on tensors already prepared."""
+        return {k: self._to_tensor(v) for k, v in batch.items()}
+
     @staticmethod
     def unpack_batch(data):
         batch, _, _ = unpack_x_y_sample_weight(data)

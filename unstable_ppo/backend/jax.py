@@ -34,8 +34,11 @@ class JAXTrainer(TrainerBase):
             )
         return self._variables_cache
 
-    def _state(self):
-        return tuple([v.value for v in variables] for variables in self._variable_lists())
+    _to_tensor = staticmethod(jnp.asarray)
+
+    def _state(self, parts=4):
+        """Current values of (trainable, non-trainable, optimizer, metrics) variables, the first `parts`."""
+        return tuple([v.value for v in variables] for variables in self._variable_lists()[:parts])
 
     def _assign_state(self, state):
         for variables, values in zip(self._variable_lists()[:3], state[:3]):
@@ -55,6 +58,7 @@ class JAXTrainer(TrainerBase):
             compiled = jax.jit(epoch)
 
             def update(batch, indices):
+                batch = self.prepare_batch(batch)
                 state, logs = compiled(self._state(), batch, jnp.asarray(indices))
                 self._assign_state(state)
                 return mean_logs(jax.device_get(logs))
@@ -74,11 +78,11 @@ class JAXTrainer(TrainerBase):
         # ~20 µs, so read them again only when the first one has been reassigned
         # (every update, `fit()` or `set_weights` reassigns them all).
         first = self._variable_lists()[0][0]
-        weights = [self._state()[:2]]
+        weights = [self._state(parts=2)]
 
         def act(obs, noise):
             if first.value is not weights[0][0][0]:
-                weights[0] = self._state()[:2]
+                weights[0] = self._state(parts=2)
             return np.asarray(compiled(*weights[0], obs, noise))
 
         return act

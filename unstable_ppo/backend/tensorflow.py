@@ -8,6 +8,8 @@ from unstable_ppo.losses import LOG_KEYS
 
 
 class TensorFlowTrainer(TrainerBase):
+    _to_tensor = staticmethod(tf.convert_to_tensor)
+
     def train_step(self, data):
         batch = self.unpack_batch(data)
         with tf.GradientTape() as tape:
@@ -30,7 +32,7 @@ class TensorFlowTrainer(TrainerBase):
                 return {k: logs[k].stack() for k in LOG_KEYS}
 
             def update(batch, indices):
-                batch = {k: tf.convert_to_tensor(v) for k, v in batch.items()}
+                batch = self.prepare_batch(batch)
                 return mean_logs(epoch(batch, tf.convert_to_tensor(indices)))
 
             self._update_function = update

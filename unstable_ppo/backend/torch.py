@@ -17,6 +17,8 @@ from unstable_ppo.losses import BATCH_KEYS, LOG_KEYS
 
 
 class TorchTrainer(TrainerBase):
+    _to_tensor = staticmethod(torch.as_tensor)
+
     def _apply_gradients(self, loss, variables, weights):
         loss.backward()
         grads = [w.grad for w in weights]
@@ -49,7 +51,8 @@ class TorchTrainer(TrainerBase):
                 return loss, tuple(logs[k] for k in LOG_KEYS)
 
             def update(batch, indices):
-                batch = [torch.as_tensor(batch[k]) for k in BATCH_KEYS]
+                batch = self.prepare_batch(batch)
+                batch = [batch[k] for k in BATCH_KEYS]
                 logs = []
                 for idx in torch.as_tensor(indices):
                     minibatch = tuple(v[idx] for v in batch)
