@@ -5,7 +5,9 @@ from setuptools import find_packages, setup
 EXTRAS = {
     "jax": ["jax[cpu]>=0.4.30"],
     "torch": ["torch==2.13.0"],
-    "test": ["pytest>=8", "scipy>=1.10", "hypothesis>=6"],
+    "plot": ["matplotlib>=3.7"],
+    "video": ["moviepy>=1.0"],
+    "test": ["pytest>=8", "scipy>=1.10", "hypothesis>=6", "matplotlib>=3.7", "moviepy>=1.0"],
     "benchmarks": ["stable-baselines3>=2.3", "matplotlib>=3.7"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
@@ -23,9 +25,17 @@ setup(
         "tensorflow>=2.16",
         "numpy>=1.24",
         "gymnasium>=1.1",
+        "ale-py>=0.10",  # Atari games, ROMs included
         "absl-py>=2.0",
         "tqdm>=4.60",
     ],
+    package_data={"unstable_ppo": ["configs/*.flags"]},
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["unstable-ppo=unstable_ppo.run:entry_point"]},
+    entry_points={
+        "console_scripts": [
+            "unstable-ppo=unstable_ppo.run:entry_point",
+            "unstable-ppo-play=unstable_ppo.play:entry_point",
+            "unstable-ppo-plot=unstable_ppo.plot:entry_point",
+        ]
+    },
 )

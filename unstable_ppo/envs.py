@@ -5,54 +5,94 @@ import os
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.wrappers import RecordVideo, TimeLimit
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from unstable_ppo.monitor import Monitor
 
 
-def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None, monitor_dir=None):
-    """`num_envs` copies of `env_id`, SAME_STEP autoreset, episode statistics recorded.
+VECTORIZATION_MODES = ("sync", "async", "ale")
+
+
+def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None, monitor_dir=None,
+                 training=True, monitor_append=False, max_episode_steps=None, video_dir=None):
+    """`num_envs` copies of `env_id`, SAME_STEP autoreset, every episode recorded.
 
     SAME_STEP autoreset means no step of the rollout is wasted on a reset; the
-    final observation of an episode arrives in `info["final_obs"]`. With
-    `monitor_dir`, env `i` writes its episodes to `{monitor_dir}/{i}.monitor.csv`.
+    final observation of an episode arrives in `info["final_obs"]`. Each env sits on
+    a `Monitor`, which reports finished episodes in `info["episode"]` and, with
+    `monitor_dir`, writes them to `{monitor_dir}/{i}.monitor.csv`. Atari ids get the
+    standard preprocessing (`unstable_ppo.atari`); `training=False` builds the
+    evaluation variant (real score, whole games). `vectorization_mode`: "sync"
+    (in-process), "async" (one subprocess per env) or "ale" (ale-py's C++ vector
+    env, Atari only). `max_episode_steps` adds a time limit (in agent steps).
+    `video_dir` records every episode of env 0 as mp4 (needs `render_mode="rgb_array"`
+    in `env_kwargs`, and moviepy).
     """
-    if vectorization_mode not in ("sync", "async"):
-        raise ValueError(f"unknown vectorization_mode {vectorization_mode!r}: use 'sync' or 'async'")
+    from unstable_ppo.atari import is_atari, make_ale_vector_env
+
+    if vectorization_mode not in VECTORIZATION_MODES:
+        raise ValueError(
+            f"unknown vectorization_mode {vectorization_mode!r}: use one of {', '.join(VECTORIZATION_MODES)}"
+        )
+    atari = is_atari(env_id)
     spec = gym.spec(env_id)  # an unknown id fails here, in this process, with gymnasium's message
+    if vectorization_mode == "ale":
+        if not atari:
+            raise ValueError(f"vectorization_mode 'ale' needs an Atari env id, not {env_id!r}")
+        if env_kwargs or video_dir:
+            raise ValueError("vectorization_mode 'ale' takes no env_kwargs or video_dir: use 'sync'")
+        return make_ale_vector_env(env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps)
     vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
     env = vector_env(
-        [functools.partial(_make_env, env_id, i, env_kwargs or {}, monitor_dir) for i in range(num_envs)],
+        [
+            functools.partial(
+                _make_env, env_id, i, env_kwargs or {}, monitor_dir, atari, training, monitor_append,
+                max_episode_steps, video_dir if i == 0 else None,
+            )
+            for i in range(num_envs)
+        ],
         autoreset_mode=AutoresetMode.SAME_STEP,
         copy=False,
     )
     env.spec = spec
-    return RecordEpisodeStatistics(env)
-
-
-def _make_env(env_id, index, env_kwargs, monitor_dir):
-    env = gym.make(env_id, **env_kwargs)
-    if monitor_dir is not None:
-        env = Monitor(env, os.path.join(monitor_dir, f"{index}.monitor.csv"))
+    env.records_episodes = True  # each env's Monitor puts its episodes in info["episode"]
     return env
 
 
-def as_vector_env(env, num_envs, vectorization_mode="sync", monitor_dir=None):
+def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_append, max_episode_steps,
+              video_dir):
+    filename = None if monitor_dir is None else os.path.join(monitor_dir, f"{index}.monitor.csv")
+    if atari:
+        from unstable_ppo.atari import make_atari_env
+
+        env = make_atari_env(env_id, training, filename, monitor_append, **env_kwargs)
+    else:
+        env = Monitor(gym.make(env_id, **env_kwargs), filename, append=monitor_append)
+    if max_episode_steps is not None:
+        env = TimeLimit(env, max_episode_steps)
+    if video_dir is not None:
+        env = RecordVideo(env, video_dir, episode_trigger=lambda episode: True, disable_logger=True)
+    return env
+
+
+def as_vector_env(env, num_envs, vectorization_mode="sync", **make_kwargs):
     """An env id, a `gym.Env` or a `VectorEnv` -> `(VectorEnv, env_id or None)`.
 
-    `monitor_dir` applies to env ids, whose envs this function builds.
+    `make_kwargs` (monitor_dir, training, ...) go to `make_vec_env` for env ids.
     """
     if isinstance(env, str):
-        return make_vec_env(env, num_envs, vectorization_mode, monitor_dir=monitor_dir), env
+        return make_vec_env(env, num_envs, vectorization_mode, **make_kwargs), env
     if isinstance(env, VectorEnv):
         if "episode" not in _wrapper_names(env):
             env = RecordEpisodeStatistics(env)
         return env, _env_id(env)
     if isinstance(env, gym.Env):
+        env = Monitor(env)
         vec = gym.vector.SyncVectorEnv(
             [lambda: env], autoreset_mode=AutoresetMode.SAME_STEP, copy=False
         )
-        return RecordEpisodeStatistics(vec), _env_id(env)
+        return vec, _env_id(env)
     raise TypeError(f"env must be an env id, a gymnasium.Env or a VectorEnv, not {type(env).__name__}")
 
 
@@ -64,7 +104,7 @@ def autoreset_mode(env):
 def _wrapper_names(env):
     names = set()
     while True:
-        if isinstance(env, RecordEpisodeStatistics):
+        if isinstance(env, RecordEpisodeStatistics) or vars(env).get("records_episodes"):
             names.add("episode")
         if not hasattr(env, "env") or env.env is env:
             return names

@@ -9,24 +9,23 @@ import gymnasium as gym
 
 
 class Monitor(gym.Wrapper):
-    """Writes one CSV row per finished episode: the common Monitor format.
+    """Records every finished episode: `info["episode"]` and, with a filename, one CSV row.
 
     The file starts with `#{"t_start": ..., "env_id": ...}` and a `r,l,t` header (return,
     length, seconds since t_start), the layout that Stable-Baselines3's and OpenAI
     baselines' plotting scripts read. Rows are flushed as they are written, so a
-    killed run keeps every finished episode.
+    killed run keeps every finished episode; `append=True` continues an existing
+    file (a resumed run). Placed directly on the raw env, it sees the real score:
+    for Atari that is the unclipped game score over whole games.
     """
 
-    def __init__(self, env, filename):
+    def __init__(self, env, filename=None, append=False):
         super().__init__(env)
         self.t_start = time.time()
-        os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
-        self._file = open(filename, "w", newline="")
-        env_id = env.spec.id if env.spec is not None else None
-        self._file.write("#" + json.dumps({"t_start": self.t_start, "env_id": env_id}) + "\n")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(["r", "l", "t"])
-        self._file.flush()
+        self._file = None
+        if filename is not None:
+            self._file = MonitorFile(filename, env.spec.id if env.spec is not None else None, append)
+            self.t_start = self._file.t_start
         self._return, self._length = 0.0, 0
 
     def reset(self, **kwargs):
@@ -38,22 +37,50 @@ class Monitor(gym.Wrapper):
         self._return += float(reward)
         self._length += 1
         if terminated or truncated:
-            self._writer.writerow(
-                [round(self._return, 6), self._length, round(time.time() - self.t_start, 6)]
-            )
-            self._file.flush()
+            episode = {"r": self._return, "l": self._length, "t": time.time() - self.t_start}
+            info = {**info, "episode": episode}
+            if self._file is not None:
+                self._file.write_episode(episode)
         return obs, reward, terminated, truncated, info
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+        return super().close()
+
+
+class MonitorFile:
+    """One Monitor CSV: header on creation, a flushed `r,l,t` row per episode."""
+
+    def __init__(self, filename, env_id, append=False):
+        os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+        header = None
+        if append and os.path.isfile(filename) and os.path.getsize(filename) > 0:
+            header, _ = read_monitor(filename)
+        self.t_start = header["t_start"] if header else time.time()
+        self._file = open(filename, "a" if header else "w", newline="")
+        self._writer = csv.writer(self._file)
+        if not header:
+            self._file.write("#" + json.dumps({"t_start": self.t_start, "env_id": env_id}) + "\n")
+            self._writer.writerow(["r", "l", "t"])
+            self._file.flush()
+
+    def write_episode(self, episode):
+        self._writer.writerow([round(float(episode["r"]), 6), int(episode["l"]), round(float(episode["t"]), 6)])
+        self._file.flush()
 
     def close(self):
         if not self._file.closed:
             self._file.close()
-        return super().close()
 
 
 def read_monitor(filename):
     """(header dict, list of {"r", "l", "t"}) from a Monitor CSV."""
     with open(filename) as f:
-        header = json.loads(f.readline()[1:])
+        first = f.readline()
+        if not first.startswith("#"):
+            raise ValueError(f"{filename} is not a Monitor CSV: it does not start with a '#{{...}}' header")
+        header = json.loads(first[1:])
         rows = [{"r": float(r["r"]), "l": int(r["l"]), "t": float(r["t"])} for r in csv.DictReader(f)]
     return header, rows
 
@@ -73,6 +100,8 @@ TENSORBOARD_KEYS = {
     "learning_rate": ("train/learning_rate", 1.0),
     "epochs": ("train/n_epochs", 1.0),
     "fps": ("time/fps", 1.0),
+    "eval_mean_reward": ("eval/mean_reward", 1.0),
+    "eval_mean_ep_length": ("eval/mean_ep_length", 1.0),
 }
 
 

@@ -87,6 +87,13 @@ class Hyperparameters:
         for name in ("ent_coef", "vf_coef"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        from unstable_ppo.envs import VECTORIZATION_MODES
+
+        if self.vectorization_mode not in VECTORIZATION_MODES:
+            raise ValueError(
+                f"unknown vectorization_mode {self.vectorization_mode!r}: "
+                f"use one of {', '.join(VECTORIZATION_MODES)}"
+            )
         rollout = self.num_envs * self.num_steps
         if self.batch_size > rollout:
             raise ValueError(
@@ -127,6 +134,7 @@ class PPO:
         self.episode_returns = deque(maxlen=100)
         self.episode_lengths = deque(maxlen=100)
         self.logs = {}
+        self.run_info = {}  # what the runner stored with a loaded checkpoint
         self.rng = np.random.default_rng(seed)
         if seed is not None:
             keras.utils.set_random_seed(seed)
@@ -282,12 +290,15 @@ class PPO:
         return np.concatenate(out)
 
     def _record_episodes(self, info):
-        episode = info.get("episode")
-        if episode is None:
+        """Finished episodes, from a vector-level recorder or (SAME_STEP) each env's Monitor."""
+        for source in (info, info.get("final_info", {})):
+            episode = source.get("episode")
+            if episode is None:
+                continue
+            for i in np.flatnonzero(source["_episode"]):
+                self.episode_returns.append(float(episode["r"][i]))
+                self.episode_lengths.append(int(episode["l"][i]))
             return
-        for i in np.flatnonzero(info["_episode"]):
-            self.episode_returns.append(float(episode["r"][i]))
-            self.episode_lengths.append(int(episode["l"][i]))
 
     # -- updates -----------------------------------------------------------------
 
@@ -308,10 +319,13 @@ class PPO:
         logs["epochs"] = len(epoch_logs)
         return logs
 
-    def learn(self, total_timesteps, callback=None, progress_bar=False):
+    def learn(self, total_timesteps, callback=None, progress_bar=False, reset_num_timesteps=True):
         """Train for at least `total_timesteps` env steps (whole rollouts).
 
         `callback(ppo, logs)` runs after every update; returning False stops training.
+        With `reset_num_timesteps=False`, `total_timesteps` counts the steps already
+        taken too (a resumed run): training continues up to it, and the learning
+        rate schedule continues where it stopped.
         """
         if self.env is None:
             raise ValueError("this PPO has no env to learn from: pass one to PPO(...) or PPO.load(..., env=...)")
@@ -320,6 +334,7 @@ class PPO:
         hp = self.hp
         rollout = hp.num_envs * hp.num_steps
         num_updates = math.ceil(total_timesteps / rollout)
+        first_update = 0 if reset_num_timesteps else min(self.num_updates, num_updates)
         buffer = RolloutBuffer(
             hp.num_steps, hp.num_envs, self.observation_space.shape, self._obs_dtype(),
             *self._action_layout(),
@@ -330,9 +345,10 @@ class PPO:
         if progress_bar:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=num_updates * rollout, unit="steps", dynamic_ncols=True)
+            bar = tqdm(total=num_updates * rollout, initial=first_update * rollout, unit="steps",
+                       dynamic_ncols=True)
         start = time.perf_counter()
-        for update in range(num_updates):
+        for update in range(first_update, num_updates):
             if hp.anneal_lr:
                 self.model.optimizer.learning_rate = hp.lr * (1.0 - update / num_updates)
             t0 = time.perf_counter()
@@ -345,7 +361,7 @@ class PPO:
                 learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
                 rollout_time=t1 - t0,
                 update_time=t2 - t1,
-                fps=(update + 1) * rollout / (t2 - start),
+                fps=(update + 1 - first_update) * rollout / (t2 - start),
                 num_timesteps=self.num_timesteps,
             )
             if self.episode_returns:
@@ -391,11 +407,12 @@ class PPO:
         actions = self._to_env_actions(self._from_model_actions(act(obs, noise)[0]))
         return actions[0] if single else actions
 
-    def evaluate(self, env=None, n_episodes=10, deterministic=True):
+    def evaluate(self, env=None, n_episodes=10, deterministic=True, seed=None, max_episode_steps=None):
         """Play `n_episodes` whole episodes; returns `{"mean_return", "std_return", "returns", "lengths"}`.
 
         Episodes are split evenly over the vector env's copies, so short episodes are
-        not over-counted. `env` defaults to a fresh copy of the training env id.
+        not over-counted. `env` defaults to fresh evaluation copies of the training
+        env id (for Atari: real score, whole games), cut at `max_episode_steps` if given.
         """
         if not n_episodes > 0:
             raise ValueError(f"n_episodes must be > 0, got {n_episodes!r}")
@@ -404,15 +421,18 @@ class PPO:
                 raise ValueError("evaluate() needs an env: this model does not know its env id")
             env = self.env_id
         built_here = isinstance(env, str)  # close what we build, never the caller's env
-        vec, _ = as_vector_env(env, min(n_episodes, self.hp.num_envs), self.hp.vectorization_mode)
+        vec, _ = as_vector_env(
+            env, min(n_episodes, self.hp.num_envs), self.hp.vectorization_mode,
+            training=False, max_episode_steps=max_episode_steps,
+        )
         try:
             self.check_env(vec)
-            return self._play(vec, n_episodes, deterministic)
+            return self._play(vec, n_episodes, deterministic, seed)
         finally:
             if built_here:
                 vec.close()
 
-    def _play(self, vec, n_episodes, deterministic):
+    def _play(self, vec, n_episodes, deterministic, seed=None):
         n = vec.num_envs
         targets = np.array([(n_episodes + i) // n for i in range(n)])
         done_count = np.zeros(n, int)
@@ -420,7 +440,9 @@ class PPO:
         returns, lengths = [], []
         next_step = autoreset_mode(vec) == AutoresetMode.NEXT_STEP
         reset_row = np.zeros(n, bool)
-        obs, _ = vec.reset(seed=None if self.seed is None else self.seed + 10_000)
+        if seed is None and self.seed is not None:
+            seed = self.seed + 10_000
+        obs, _ = vec.reset(seed=seed)
         act = self.model.make_act_function(deterministic=deterministic)
         while (done_count < targets).any():
             obs = np.asarray(obs, self._obs_dtype())
@@ -461,15 +483,19 @@ class PPO:
 
     # -- saving ------------------------------------------------------------------
 
-    def save(self, path):
+    def save(self, path, extra=None):
         """Write `path/model.keras` (architecture, weights, optimizer) and `path/ppo.json`.
 
         Each file is written to a temporary name and renamed into place, so an
         interrupted save never leaves a half-written file under the real name.
+        `ppo.json` also holds the counters and the sampling RNG's state, so training
+        can resume; `extra` (JSON) is stored under "run" (the runner keeps its flags there).
         """
         os.makedirs(path, exist_ok=True)
         tmp_model = os.path.join(path, f".model-{os.getpid()}.tmp.keras")
         self.model.save(tmp_model)
+        with open(tmp_model, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp_model, os.path.join(path, MODEL_FILE))
         meta = {
             "format": "unstable_ppo",
@@ -483,21 +509,29 @@ class PPO:
             "hyperparameters": self.hp.to_json(),
             "num_timesteps": self.num_timesteps,
             "num_updates": self.num_updates,
+            "rng_state": _jsonable(self.rng.bit_generator.state),
             "normalizer": None,
+            "run": extra or {},
         }
         tmp_meta = os.path.join(path, f".{META_FILE}.{os.getpid()}.tmp")
         with open(tmp_meta, "w") as f:
             json.dump(meta, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp_meta, os.path.join(path, META_FILE))
         return path
 
     @classmethod
-    def load(cls, path, env=None, seed=None, verbose=0):
+    def load(cls, path, env=None, seed=None, verbose=0, best=False):
         """A saved PPO. Nothing in the files can run code: JSON, and Keras in safe mode.
 
-        Pass `env` to keep training or to evaluate on a specific env; it must have
-        the saved spaces.
+        `path` is a directory written by `save`, or a run's model directory, whose
+        `latest` checkpoint is loaded (`best=True`: its `best` one). Pass `env` to keep
+        training or to evaluate on a specific env; it must have the saved spaces.
         """
+        from unstable_ppo.checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(path, best=best)
         meta_path = os.path.join(path, META_FILE)
         model_path = os.path.join(path, MODEL_FILE)
         for p in (meta_path, model_path):
@@ -532,9 +566,24 @@ class PPO:
         self.env_id = meta.get("env_id")
         self.num_timesteps = int(meta.get("num_timesteps", 0))
         self.num_updates = int(meta.get("num_updates", 0))
+        self.run_info = meta.get("run", {})
+        if seed is None and isinstance(meta.get("rng_state"), dict):
+            try:
+                self.rng.bit_generator.state = meta["rng_state"]
+            except (ValueError, TypeError, KeyError):
+                pass  # another bit generator; keep the fresh one
         if env is not None:
             self.env, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
             self.hp.num_envs = self.env.num_envs
             self.env_id = env_id or self.env_id
             self.check_env(self.env)
         return self
+
+
+def _jsonable(state):
+    """numpy's bit-generator state, as plain JSON types."""
+    if isinstance(state, dict):
+        return {k: _jsonable(v) for k, v in state.items()}
+    if isinstance(state, np.integer):
+        return int(state)
+    return state

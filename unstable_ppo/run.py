@@ -1,10 +1,21 @@
 """Train PPO from the command line, the way `unstable_baselines.ppo.run` did.
 
-    python -m unstable_ppo.run --env_id=CartPole-v1 --num_envs=8 --num_steps=128
+    python -m unstable_ppo.run --env_id=BreakoutNoFrameskip-v4 --num_envs=8
 
 Total timesteps = num_envs * num_steps * num_episodes (`--total_timesteps` instead
-of `--num_episodes` if you prefer). The model is saved under
-`{logdir}/{model_dir}`; `{env_id}` and `{rank}` are templated into the paths.
+of `--num_episodes` if you prefer). Settings come, in increasing priority, from the
+flag defaults, the bundled per-env flagfile (`unstable_ppo/configs/`), the saved
+run (with `--resume`), and the command line (`--flagfile` included).
+
+A run directory (`--logdir`, with `{env_id}` and `{rank}` templated) holds:
+
+    training.log          flags, one summary line per update, the final table
+    monitor/{i}.monitor.csv   one row per finished episode of env i
+    events.out.tfevents.* TensorBoard scalars, keyed like Stable-Baselines3's
+    model/latest          the checkpoint saved every --save_interval updates
+    model/best            the checkpoint with the best evaluation so far
+    videos/               with --record_video, the final evaluation's first episode
+    metrics.json          final evaluation of latest and best, steps, wall time
 """
 
 import json
@@ -20,12 +31,15 @@ from unstable_ppo.cli import BACKENDS, UsageError, run_app, select_backend
 flags.DEFINE_integer("rank", 0, "Run index; templated into paths as {rank}.")
 flags.DEFINE_integer("seed", 1, "Random seed (envs, weights, sampling).")
 flags.DEFINE_string("logdir", "./log/{env_id}/ppo/{rank}", "Run directory ({env_id} and {rank} are templated).")
-flags.DEFINE_string("model_dir", "model", "Model directory, relative to logdir.")
+flags.DEFINE_string("model_dir", "model", "Checkpoints (latest/, best/), relative to logdir.")
 flags.DEFINE_string("logging", "training.log", "Log file, relative to logdir.")
 flags.DEFINE_string("monitor_dir", "monitor", "Monitor CSVs (one per env), relative to logdir.")
 flags.DEFINE_string("tb_logdir", "", "TensorBoard event directory, relative to logdir ('' = logdir).")
 flags.DEFINE_integer("log_interval", 10, "Updates between summaries on the console.")
 flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium environment id.")
+flags.DEFINE_bool("env_defaults", True, "Apply the bundled flagfile for env_id (unstable_ppo/configs/).")
+flags.DEFINE_enum("vec_env", "sync", ["sync", "async", "ale"],
+                  "sync: envs in this process; async: one subprocess per env; ale: ale-py's C++ Atari vector env.")
 flags.DEFINE_integer("num_envs", 8, "Parallel environments.")
 flags.DEFINE_integer("num_episodes", None, "Rollout/update iterations (default: from --total_timesteps).")
 flags.DEFINE_integer("total_timesteps", 100_000, "Env steps to train for, when --num_episodes is not given.")
@@ -45,106 +59,323 @@ flags.DEFINE_float("target_kl", None, "Stop the epochs of an update once approx 
 flags.DEFINE_bool("shared_net", None, "Share the torso between policy and value (default: CNN yes, MLP no).")
 flags.DEFINE_bool("force_mlp", False, "Use the MLP even for image observations.")
 flags.DEFINE_enum("backend", None, BACKENDS, "Keras backend (default: $KERAS_BACKEND, else tensorflow).")
-flags.DEFINE_integer("eval_episodes", 10, "Episodes of the final evaluation.")
+flags.DEFINE_integer("eval_interval", 10, "Updates between evaluations (0: only at the end).")
+flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluation.")
+flags.DEFINE_integer("eval_max_steps", None, "Cut evaluation episodes after this many agent steps.")
+flags.DEFINE_integer("eval_seed", None, "Seed of the evaluation envs (default: seed + 10000).")
+flags.DEFINE_integer("save_interval", 10, "Updates between saves of the latest checkpoint (0: only at the end).")
+flags.DEFINE_bool("record_video", False, "Record the final evaluation's first episode to {logdir}/videos.")
+flags.DEFINE_bool("resume", False, "Continue the run in logdir from its latest checkpoint.")
+flags.DEFINE_bool("overwrite", False, "Start afresh in a logdir that already holds a run, deleting its checkpoints.")
 flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar and a summary every log_interval, 2: a summary every update.")
 
 FLAGS = flags.FLAGS
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+# Flags that say where a run is, or how to start it; never taken from a saved run.
+_PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "logdir", "rank", "env_id",
+                "model_dir", "logging", "monitor_dir", "tb_logdir"}
+
 
 def render_path(template, **values):
     """`template` with `{env_id}`/`{rank}` filled in; any other key is an error."""
-    for _, key, _, _ in string.Formatter().parse(template):
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise UsageError(f"bad path template {template!r}: {e}") from None
+    for _, key, _, _ in parsed:
         if key is not None and key not in values:
             raise UsageError(f"unknown template key {{{key}}} in path {template!r}: use {{env_id}} or {{rank}}")
     return template.format(**values)
 
 
+def env_config_file(env_id):
+    """The bundled flagfile for `env_id`: `configs/<id>.flags`, or `configs/atari.flags` for ALE games."""
+    from unstable_ppo.atari import is_atari
+
+    path = os.path.join(CONFIG_DIR, env_id.replace("/", "_") + ".flags")
+    if os.path.isfile(path):
+        return path
+    if is_atari(env_id):
+        return os.path.join(CONFIG_DIR, "atari.flags")
+    return None
+
+
+def apply_defaults(argv_flags, values, source):
+    """Make `values` ({flag: value or string}) the defaults of flags not given explicitly."""
+    for name, value in values.items():
+        if name not in argv_flags:
+            raise UsageError(f"{source} sets an unknown flag --{name}")
+        if argv_flags[name].present:
+            continue
+        try:
+            argv_flags.set_default(name, value)
+        except (flags.IllegalFlagValueError, ValueError) as e:
+            raise UsageError(f"{source}: bad value for --{name}: {e}") from None
+
+
+def read_flagfile(path):
+    """`{name: string}` from a flagfile of `--name=value` lines (`#` comments)."""
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not line.startswith("--") or "=" not in line:
+                raise UsageError(f"{path}: expected --name=value, got {line!r}")
+            name, value = line[2:].split("=", 1)
+            values[name] = value
+    return values
+
+
+def run_flags(argv_flags):
+    """This module's flags and their values: saved with every checkpoint."""
+    return {f.name: f.value for f in argv_flags.get_flags_for_module(sys.modules[__name__])}
+
+
+class Run:
+    """One training run: its paths, envs, PPO, loggers and checkpoints."""
+
+    def __init__(self, argv_flags):
+        self.flags = argv_flags
+        keys = dict(env_id=argv_flags.env_id, rank=argv_flags.rank)
+        self.logdir = render_path(argv_flags.logdir, **keys)
+        self.model_root, self.log_file, self.monitor_dir, self.tb_dir = (
+            os.path.join(self.logdir, render_path(getattr(argv_flags, name), **keys))
+            for name in ("model_dir", "logging", "monitor_dir", "tb_logdir")
+        )
+        self.video_dir = os.path.join(self.logdir, "videos")
+
+    # -- before anything is written: settle and check every flag ----------------
+
+    def settle_flags(self):
+        from unstable_ppo.checkpoint import has_checkpoint
+
+        f = self.flags
+        if f.resume and f.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other: pick one")
+        self.config_file = env_config_file(f.env_id) if f.env_defaults else None
+        existing = has_checkpoint(self.model_root)
+        self.saved = None
+        if f.resume:
+            if not existing:
+                raise UsageError(f"--resume: no checkpoint to resume in {self.model_root}")
+            self.saved = self._read_saved_run()
+            apply_defaults(f, {k: v for k, v in self.saved.get("flags", {}).items()
+                               if k not in _PLACE_FLAGS and k in f}, "the saved run")
+        elif existing and not f.overwrite:
+            raise UsageError(
+                f"{self.logdir} already holds a run: pass --resume to continue it, --overwrite to "
+                f"replace it, or another --rank/--logdir"
+            )
+        if self.config_file and not f.resume:
+            apply_defaults(f, read_flagfile(self.config_file), self.config_file)
+        for name in ("log_interval", "eval_episodes"):
+            if getattr(f, name) <= 0:
+                raise UsageError(f"{name} must be a positive integer, got {getattr(f, name)}")
+        for name in ("eval_interval", "save_interval"):
+            if getattr(f, name) < 0:
+                raise UsageError(f"{name} must be >= 0, got {getattr(f, name)}")
+        if f.eval_max_steps is not None and f.eval_max_steps <= 0:
+            raise UsageError(f"eval_max_steps must be a positive integer, got {f.eval_max_steps}")
+        rollout = f.num_envs * f.num_steps
+        if f.num_episodes is not None:
+            if f.num_episodes <= 0:
+                raise UsageError(f"num_episodes must be a positive integer, got {f.num_episodes}")
+            self.total = f.num_episodes * rollout
+        else:
+            self.total = f.total_timesteps
+            if self.total is None or self.total <= 0:
+                raise UsageError(f"total_timesteps must be a positive integer, got {self.total}")
+        if f.vec_env == "ale":
+            from unstable_ppo.atari import is_atari
+
+            if not is_atari(f.env_id):
+                raise UsageError(f"--vec_env=ale needs an Atari env id, not {f.env_id!r}")
+
+    def _read_saved_run(self):
+        from unstable_ppo.checkpoint import LATEST
+
+        path = os.path.join(self.model_root, LATEST, "ppo.json")
+        try:
+            with open(path) as fh:
+                return json.load(fh).get("run", {})
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--resume: unreadable checkpoint metadata {path}: {e}") from None
+
+    def hyperparameters(self):
+        f = self.flags
+        return dict(
+            num_envs=f.num_envs, num_steps=f.num_steps, num_epochs=f.num_epochs, batch_size=f.batch_size,
+            lr=f.lr, anneal_lr=f.anneal_lr, gamma=f.gamma, gae_lambda=f.gae_lambda,
+            clip_range=f.clip_range, clip_range_vf=f.clip_range_vf, ent_coef=f.ent_coef, vf_coef=f.vf_coef,
+            max_grad_norm=f.max_grad_norm, target_kl=f.target_kl, shared_net=f.shared_net,
+            net="mlp" if f.force_mlp else "auto", vectorization_mode=f.vec_env,
+        )
+
+    # -- the run ------------------------------------------------------------------
+
+    def build(self):
+        from unstable_ppo.checkpoint import LATEST
+        from unstable_ppo.envs import make_vec_env
+        from unstable_ppo.ppo import Hyperparameters, PPO
+
+        f = self.flags
+        Hyperparameters(**self.hyperparameters()).validate()  # before any env or file exists
+        env = make_vec_env(f.env_id, f.num_envs, f.vec_env, monitor_dir=self.monitor_dir,
+                           training=True, monitor_append=f.resume)
+        if f.resume:
+            self.ppo = PPO.load(os.path.join(self.model_root, LATEST), env=env)
+            self.best_mean_return = self.saved.get("best_mean_return")
+            self.evaluations = list(self.saved.get("evaluations", []))
+        else:
+            if f.overwrite:
+                self._clear_previous_run()
+            self.ppo = PPO(env, seed=f.seed, **self.hyperparameters())
+            self.best_mean_return = None
+            self.evaluations = []
+        self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, training=False,
+                                     max_episode_steps=f.eval_max_steps)
+
+    def _clear_previous_run(self):
+        import shutil
+
+        for path in (self.model_root, self.monitor_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in (os.path.join(self.logdir, "metrics.json"),):
+            if os.path.exists(path):
+                os.remove(path)
+
+    def run_info(self):
+        return {
+            "flags": run_flags(self.flags),
+            "config_file": self.config_file,
+            "best_mean_return": self.best_mean_return,
+            "evaluations": self.evaluations,
+        }
+
+    def train(self):
+        from unstable_ppo.checkpoint import BEST, LATEST, save_checkpoint
+        from unstable_ppo.monitor import TensorBoardLogger
+        from unstable_ppo.ppo import PPO
+
+        f, ppo = self.flags, self.ppo
+        log = self.log = _file_logger(self.log_file)
+        log.info("%s run: flags %s", "resumed" if f.resume else "new", json.dumps(run_flags(f)))
+        if self.config_file:
+            log.info("env defaults from %s", self.config_file)
+        tensorboard = TensorBoardLogger(self.tb_dir)
+
+        def evaluate_and_keep_best():
+            result = ppo.evaluate(self.eval_env, f.eval_episodes, seed=f.eval_seed)
+            mean, std = result["mean_return"], result["std_return"]
+            mean_length = float(sum(result["lengths"]) / len(result["lengths"]))
+            self.evaluations.append([ppo.num_timesteps, mean, std])
+            tensorboard.write({"eval_mean_reward": mean, "eval_mean_ep_length": mean_length}, ppo.num_timesteps)
+            line = f"eval at {ppo.num_timesteps} steps: mean_return={mean:.2f} std_return={std:.2f}"
+            if self.best_mean_return is None or mean > self.best_mean_return:
+                self.best_mean_return = mean
+                save_checkpoint(ppo, self.model_root, BEST, self.run_info())
+                line += " (new best, saved)"
+            log.info(line)
+            return line
+
+        def after_update(ppo, logs):
+            tensorboard.write(logs, ppo.num_timesteps)
+            lines = [f"update {ppo.num_updates}: {PPO._summary(logs)}"]
+            if f.eval_interval and ppo.num_updates % f.eval_interval == 0:
+                lines.append(evaluate_and_keep_best())
+            if f.save_interval and ppo.num_updates % f.save_interval == 0:
+                save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
+            log.info(lines[0])
+            if f.verbose >= 2 or (f.verbose == 1 and ppo.num_updates % f.log_interval == 0):
+                for line in lines:
+                    _console(line)
+
+        start = time.perf_counter()
+        steps_before = ppo.num_timesteps
+        try:
+            ppo.learn(self.total, callback=after_update, progress_bar=f.verbose == 1,
+                      reset_num_timesteps=not f.resume)
+            self.wall = time.perf_counter() - start
+            self.steps_this_session = ppo.num_timesteps - steps_before
+            if not self.evaluations or self.evaluations[-1][0] != ppo.num_timesteps:
+                evaluate_and_keep_best()
+            save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
+        finally:
+            tensorboard.close()
+
+    def final_report(self):
+        """Reload latest and best from disk, evaluate both, print the table, write metrics.json."""
+        from unstable_ppo.checkpoint import BEST, LATEST
+        from unstable_ppo.ppo import PPO
+
+        f = self.flags
+        results = {}
+        for name in (LATEST, BEST):
+            model = PPO.load(self.model_root, best=name == BEST)
+            video_dir = self.video_dir if f.record_video and name == BEST else None
+            if video_dir:
+                record_video(model, f.env_id, video_dir, f.eval_max_steps, seed=f.eval_seed)
+            results[name] = model.evaluate(self.eval_env, f.eval_episodes, seed=f.eval_seed)
+        self.eval_env.close()
+        self.ppo.env.close()
+        import keras
+
+        metrics = {
+            "env_id": f.env_id,
+            "backend": keras.backend.backend(),
+            "total_timesteps": self.ppo.num_timesteps,
+            "num_updates": self.ppo.num_updates,
+            "wall_time_s": round(self.wall, 2),
+            "steps_per_second": round(self.steps_this_session / self.wall, 1),
+            "eval_episodes": f.eval_episodes,
+            "latest": {"mean_return": results[LATEST]["mean_return"], "std_return": results[LATEST]["std_return"]},
+            "best": {"mean_return": results[BEST]["mean_return"], "std_return": results[BEST]["std_return"]},
+            "model_dir": self.model_root,
+        }
+        tmp = os.path.join(self.logdir, f".metrics.json.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(metrics, fh, indent=2)
+        os.replace(tmp, os.path.join(self.logdir, "metrics.json"))
+        table = [
+            f"{f.env_id} on {metrics['backend']}: {metrics['total_timesteps']} steps, "
+            f"{self.steps_this_session} in this session in {self.wall:.1f} s "
+            f"({metrics['steps_per_second']:.0f} steps/s)",
+            f"{'model':<8}{'mean_return':>14}{'std_return':>14}{'episodes':>10}",
+        ]
+        for name in (LATEST, BEST):
+            r = results[name]
+            table.append(f"{name:<8}{r['mean_return']:>14.2f}{r['std_return']:>14.2f}{len(r['returns']):>10}")
+        table.append(f"checkpoints in {self.model_root} (latest/, best/); metrics in "
+                     f"{os.path.join(self.logdir, 'metrics.json')}")
+        for line in table:
+            self.log.info(line)
+            if f.verbose:
+                print(line)
+        return metrics
+
+
+def record_video(ppo, env_id, video_dir, max_episode_steps=None, seed=None, episodes=1):
+    """Play `episodes` episodes on one rendering env and write them as mp4 files to `video_dir`."""
+    from unstable_ppo.envs import make_vec_env
+
+    vec = make_vec_env(env_id, 1, "sync", env_kwargs={"render_mode": "rgb_array"}, training=False,
+                       max_episode_steps=max_episode_steps, video_dir=video_dir)
+    try:
+        return ppo.evaluate(vec, episodes, seed=seed)
+    finally:
+        vec.close()
+
+
 def train(argv_flags):
     select_backend(argv_flags.backend)
-    from unstable_ppo.monitor import TensorBoardLogger
-    from unstable_ppo.ppo import PPO
-
-    keys = dict(env_id=argv_flags.env_id, rank=argv_flags.rank)
-    logdir = render_path(argv_flags.logdir, **keys)
-    model_dir, log_file, monitor_dir, tb_dir = (
-        os.path.join(logdir, render_path(getattr(argv_flags, name), **keys))
-        for name in ("model_dir", "logging", "monitor_dir", "tb_logdir")
-    )
-    if argv_flags.log_interval <= 0:
-        raise UsageError(f"log_interval must be a positive integer, got {argv_flags.log_interval}")
-    rollout = argv_flags.num_envs * argv_flags.num_steps
-    if argv_flags.num_episodes is not None:
-        if argv_flags.num_episodes <= 0:
-            raise UsageError(f"num_episodes must be a positive integer, got {argv_flags.num_episodes}")
-        total = argv_flags.num_episodes * rollout
-    else:
-        total = argv_flags.total_timesteps
-        if total is None or total <= 0:
-            raise UsageError(f"total_timesteps must be a positive integer, got {total}")
-
-    ppo = PPO(
-        argv_flags.env_id,
-        seed=argv_flags.seed,
-        monitor_dir=monitor_dir,
-        num_envs=argv_flags.num_envs,
-        num_steps=argv_flags.num_steps,
-        num_epochs=argv_flags.num_epochs,
-        batch_size=argv_flags.batch_size,
-        lr=argv_flags.lr,
-        anneal_lr=argv_flags.anneal_lr,
-        gamma=argv_flags.gamma,
-        gae_lambda=argv_flags.gae_lambda,
-        clip_range=argv_flags.clip_range,
-        clip_range_vf=argv_flags.clip_range_vf,
-        ent_coef=argv_flags.ent_coef,
-        vf_coef=argv_flags.vf_coef,
-        max_grad_norm=argv_flags.max_grad_norm,
-        target_kl=argv_flags.target_kl,
-        shared_net=argv_flags.shared_net,
-        net="mlp" if argv_flags.force_mlp else "auto",
-    )
-    log = _file_logger(log_file)
-    log.info("flags: %s", json.dumps({f.name: f.value for f in argv_flags.get_flags_for_module(sys.modules[__name__])}))
-    tensorboard = TensorBoardLogger(tb_dir)
-
-    def after_update(ppo, logs):
-        tensorboard.write(logs, ppo.num_timesteps)
-        line = f"update {ppo.num_updates}: {PPO._summary(logs)}"
-        log.info(line)
-        if argv_flags.verbose >= 2 or (argv_flags.verbose == 1 and ppo.num_updates % argv_flags.log_interval == 0):
-            _console(line)
-
-    start = time.perf_counter()
-    try:
-        ppo.learn(total, callback=after_update, progress_bar=argv_flags.verbose == 1)
-    finally:
-        tensorboard.close()
-    wall = time.perf_counter() - start
-    ppo.save(model_dir)
-    result = ppo.evaluate(n_episodes=argv_flags.eval_episodes)
-    metrics = {
-        "env_id": argv_flags.env_id,
-        "backend": __import__("keras").backend.backend(),
-        "total_timesteps": ppo.num_timesteps,
-        "wall_time_s": round(wall, 2),
-        "steps_per_second": round(ppo.num_timesteps / wall, 1),
-        "eval_mean_return": result["mean_return"],
-        "eval_std_return": result["std_return"],
-        "eval_episodes": len(result["returns"]),
-        "model_dir": model_dir,
-    }
-    with open(os.path.join(logdir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    summary = (
-        f"{argv_flags.env_id} on {metrics['backend']}: {ppo.num_timesteps} steps in {wall:.1f} s "
-        f"({metrics['steps_per_second']:.0f} steps/s); eval over {metrics['eval_episodes']} episodes: "
-        f"mean_return={result['mean_return']:.2f} std_return={result['std_return']:.2f}; "
-        f"model saved to {model_dir}"
-    )
-    log.info(summary)
-    if argv_flags.verbose:
-        print(summary)
-    return metrics
+    run = Run(argv_flags)
+    run.settle_flags()
+    run.build()
+    run.train()
+    return run.final_report()
 
 
 def _file_logger(path):
@@ -155,9 +386,10 @@ def _file_logger(path):
     logger = std_logging.getLogger(f"unstable_ppo.run.{path}")
     logger.setLevel(std_logging.INFO)
     logger.propagate = False
-    handler = std_logging.FileHandler(path)
-    handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s"))
-    logger.addHandler(handler)
+    if not logger.handlers:
+        handler = std_logging.FileHandler(path)
+        handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
     return logger
 
 

@@ -48,12 +48,17 @@ class JAXTrainer(TrainerBase):
     def make_update_function(self):
         if self._update_function is None:
 
+            # XLA:CPU runs convolutions inside a loop ~10x slower than straight-line
+            # ones (3.9 s vs 0.33 s per Nature-CNN minibatch), so a CNN's epoch is
+            # unrolled; an MLP's stays a compact `scan`.
+            unroll = True if self.net == "cnn" else 1
+
             def epoch(state, batch, indices):
                 def minibatch(state, idx):
                     logs, state = self.train_step(state, {k: v[idx] for k, v in batch.items()})
                     return state, logs
 
-                return jax.lax.scan(minibatch, state, indices)
+                return jax.lax.scan(minibatch, state, indices, unroll=unroll)
 
             compiled = jax.jit(epoch)
 

@@ -1,0 +1,76 @@
+"""Run checkpoints: `latest` and `best`, each replaced atomically.
+
+A run's model directory holds two symlinks, `latest` and `best`, each pointing to
+a complete checkpoint directory (`model.keras` + `ppo.json`, see `PPO.save`). A new
+checkpoint is written in full to a fresh directory first; then one `rename` of a
+symlink swaps it in. A crash at any moment therefore leaves the previous checkpoint
+loadable, never a mixture of two.
+"""
+
+import os
+import shutil
+import uuid
+
+LATEST = "latest"
+BEST = "best"
+
+
+def save_checkpoint(ppo, model_root, name, extra=None):
+    """`ppo.save` into `model_root/name`, atomically; returns the checkpoint's path."""
+    os.makedirs(model_root, exist_ok=True)
+    target = f".{name}-{ppo.num_timesteps:012d}-{uuid.uuid4().hex[:8]}"
+    ppo.save(os.path.join(model_root, target), extra=extra)
+    _fsync_dir(os.path.join(model_root, target))
+    link = os.path.join(model_root, name)
+    if os.path.isdir(link) and not os.path.islink(link):
+        shutil.rmtree(link)  # a plain directory from a hand-made layout: replace it
+    tmp_link = os.path.join(model_root, f".{name}.link-{uuid.uuid4().hex[:8]}")
+    os.symlink(target, tmp_link)
+    os.replace(tmp_link, link)
+    _fsync_dir(model_root)
+    _remove_stale(model_root, name, keep=target)
+    return link
+
+
+def resolve_checkpoint(path, best=False):
+    """A directory holding `model.keras`: `path` itself, or the run's `latest`/`best` in it."""
+    from unstable_ppo.ppo import MODEL_FILE
+
+    if best:
+        best_path = os.path.join(path, BEST)
+        if not os.path.isdir(best_path):
+            raise FileNotFoundError(f"no best checkpoint in {path}: {best_path} is missing")
+        return best_path
+    if not os.path.isfile(os.path.join(path, MODEL_FILE)) and os.path.isdir(os.path.join(path, LATEST)):
+        return os.path.join(path, LATEST)
+    return path
+
+
+def has_checkpoint(model_root):
+    return os.path.isdir(os.path.join(model_root, LATEST))
+
+
+def _remove_stale(model_root, name, keep):
+    """Checkpoint directories of `name` that no link points to (superseded, or left by a crash)."""
+    for entry in os.listdir(model_root):
+        if entry.startswith(f".{name}-") and entry != keep:
+            shutil.rmtree(os.path.join(model_root, entry), ignore_errors=True)
+        elif entry.startswith(f".{name}.link-"):
+            try:
+                os.remove(os.path.join(model_root, entry))
+            except OSError:
+                pass
+
+
+def _fsync_dir(path):
+    """Make renames and new files in `path` durable before the next step relies on them."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
