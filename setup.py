@@ -6,8 +6,11 @@ EXTRAS = {
     "jax": ["jax[cpu]>=0.4.30"],
     "torch": ["torch==2.13.0"],
     "plot": ["matplotlib>=3.7"],
-    "video": ["moviepy>=1.0"],
-    "test": ["pytest>=8", "scipy>=1.10", "hypothesis>=6", "matplotlib>=3.7", "moviepy>=1.0"],
+    "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
+    "test": [
+        "pytest>=8", "scipy>=1.10", "hypothesis>=6", "tensorboard>=2.16",
+        "matplotlib>=3.7", "moviepy>=1.0", "gymnasium[classic-control]",
+    ],
     "benchmarks": ["stable-baselines3>=2.3", "matplotlib>=3.7"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})

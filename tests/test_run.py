@@ -17,22 +17,135 @@ def run(*flags, cwd=None):
                           capture_output=True, text=True, timeout=600)
 
 
+SHORT = ("--env_id=CartPole-v1", "--num_envs=2", "--num_steps=32", "--num_epochs=2", "--batch_size=32",
+         "--eval_episodes=2", "--verbose=2")
+
+
 def test_short_run_trains_saves_and_evaluates(tmp_path):
     backend = keras.backend.backend()
-    proc = run("--env_id=CartPole-v1", "--num_envs=2", "--num_steps=32", "--num_episodes=3",
-               "--num_epochs=2", "--batch_size=32", "--seed=3", "--eval_episodes=2", f"--backend={backend}",
-               f"--logdir={tmp_path}/log/{{env_id}}/{{rank}}", "--rank=4")
+    proc = run(*SHORT, "--num_episodes=3", "--seed=3", "--eval_interval=2", "--save_interval=2",
+               f"--backend={backend}", f"--logdir={tmp_path}/log/{{env_id}}/{{rank}}", "--rank=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     logdir = tmp_path / "log" / "CartPole-v1" / "4"
     metrics = json.loads((logdir / "metrics.json").read_text())
     assert metrics["total_timesteps"] == 2 * 32 * 3 and metrics["backend"] == backend
-    assert metrics["eval_episodes"] == 2
-    assert (logdir / "model" / "model.keras").is_file() and (logdir / "model" / "ppo.json").is_file()
-    assert "mean_return=" in proc.stdout
+    assert metrics["num_updates"] == 3 and metrics["eval_episodes"] == 2
+    assert {"mean_return", "std_return"} <= set(metrics["latest"]) and {"mean_return"} <= set(metrics["best"])
+    for name in ("latest", "best"):
+        assert (logdir / "model" / name / "model.keras").is_file()
+        assert (logdir / "model" / name / "ppo.json").is_file()
+    saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
+    assert saved["num_timesteps"] == 192 and saved["run"]["flags"]["num_steps"] == 32
+    assert len(saved["run"]["evaluations"]) == 2  # after update 2, and at the end
+    assert "eval at 128 steps" in proc.stdout and "latest" in proc.stdout and "best" in proc.stdout
     assert sorted(os.listdir(logdir / "monitor")) == ["0.monitor.csv", "1.monitor.csv"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(logdir))
     log = (logdir / "training.log").read_text()
-    assert "update 3:" in log and "mean_return=" in log
+    assert "update 3:" in log and "eval at 192 steps" in log
+
+
+def _tensorboard_steps(logdir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = []
+    for name in sorted(os.listdir(logdir)):
+        if name.startswith("events.out.tfevents"):
+            acc = EventAccumulator(os.path.join(logdir, name))
+            acc.Reload()
+            if tag in acc.Tags()["tensors"]:
+                steps += [e.step for e in acc.Tensors(tag)]
+    return steps
+
+
+def test_resume_continues_counters_monitor_files_and_tensorboard(tmp_path):
+    logdir = tmp_path / "run"
+    first = run(*SHORT, "--num_episodes=2", "--save_interval=1", "--eval_interval=0", f"--logdir={logdir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    episodes_before = len((logdir / "monitor" / "0.monitor.csv").read_text().splitlines())
+    again = run(*SHORT, "--num_episodes=2", f"--logdir={logdir}")
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
+
+    resumed = run("--resume", "--num_episodes=4", f"--logdir={logdir}", "--verbose=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
+    assert saved["num_timesteps"] == 4 * 64 and saved["num_updates"] == 4
+    assert saved["run"]["flags"]["num_envs"] == 2  # taken from the saved run, not the flag default
+    lines = (logdir / "monitor" / "0.monitor.csv").read_text().splitlines()
+    assert sum(line.startswith("#") for line in lines) == 1 and len(lines) > episodes_before
+    assert "update 3:" in resumed.stdout and "update 1:" not in resumed.stdout
+    steps = sorted(_tensorboard_steps(logdir, "train/value_loss"))
+    assert steps == [64, 128, 192, 256]  # the curve continues: no step is written twice
+
+
+def test_resume_after_sigkill_loses_at_most_one_save_interval(tmp_path):
+    import signal
+    import time
+
+    logdir = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "unstable_ppo.run", *SHORT, "--num_episodes=400",
+                             "--save_interval=1", "--eval_interval=0", "--verbose=0", f"--logdir={logdir}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = logdir / "model" / "latest" / "ppo.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists() and json.loads(latest.read_text())["num_updates"] >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(latest.read_text())["num_updates"]
+    assert killed_at >= 3
+    resumed = run("--resume", f"--num_episodes={killed_at + 2}", f"--logdir={logdir}", "--verbose=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"update {killed_at + 1}:" in resumed.stdout
+    assert json.loads(latest.read_text())["num_timesteps"] == (killed_at + 2) * 64
+
+
+def test_bundled_env_flagfile_applies_and_explicit_flags_win(tmp_path):
+    flagfile = tmp_path / "mine.flags"
+    flagfile.write_text("--num_epochs=1\n")
+    proc = run("--env_id=CartPole-v1", "--num_envs=2", "--batch_size=32", "--num_episodes=1", "--eval_episodes=1",
+               "--verbose=0", f"--flagfile={flagfile}", f"--logdir={tmp_path}/run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flags = json.loads((tmp_path / "run" / "model" / "latest" / "ppo.json").read_text())["run"]["flags"]
+    assert flags["num_steps"] == 32 and flags["lr"] == 1e-3 and flags["gae_lambda"] == 0.8  # CartPole-v1.flags
+    assert flags["num_envs"] == 2 and flags["num_epochs"] == 1  # the command line and --flagfile win
+    proc = run("--env_id=CartPole-v1", "--num_envs=2", "--batch_size=32", "--num_episodes=1", "--eval_episodes=1",
+               "--verbose=0", "--noenv_defaults", f"--logdir={tmp_path}/plain")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flags = json.loads((tmp_path / "plain" / "model" / "latest" / "ppo.json").read_text())["run"]["flags"]
+    assert flags["num_steps"] == 128 and flags["lr"] == 2.5e-4
+
+
+def test_every_bundled_flagfile_names_real_flags():
+    from absl import flags as absl_flags
+
+    import unstable_ppo.run as runner
+
+    names = {f.name for f in absl_flags.FLAGS.get_flags_for_module(runner)}
+    configs = os.listdir(runner.CONFIG_DIR)
+    assert {"atari.flags", "CartPole-v1.flags", "Pendulum-v1.flags", "HalfCheetah-v5.flags"} <= set(configs)
+    for name in configs:
+        values = runner.read_flagfile(os.path.join(runner.CONFIG_DIR, name))
+        assert values and set(values) <= names, name
+    assert runner.env_config_file("BreakoutNoFrameskip-v4").endswith("atari.flags")
+    assert runner.env_config_file("ALE/Pong-v5").endswith("atari.flags")
+    assert runner.env_config_file("MountainCar-v0") is None
+
+
+def test_play_best_and_record_video(tmp_path):
+    logdir = tmp_path / "run"
+    proc = run(*SHORT, "--num_episodes=2", "--eval_interval=1", f"--logdir={logdir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    play = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={logdir / 'model'}", "--best",
+                           "--episodes=2", "--record_video", "--max_steps=50"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert play.returncode == 0, play.stderr[-3000:]
+    assert play.stdout.strip().splitlines()[-1].endswith("episodes=2")
+    videos = [n for n in os.listdir(logdir / "videos") if n.endswith(".mp4")]
+    assert len(videos) == 2 and all(os.path.getsize(logdir / "videos" / n) > 0 for n in videos)
 
 
 def test_top_level_run_py_is_the_same_runner(tmp_path):
@@ -51,10 +164,15 @@ def test_top_level_run_py_is_the_same_runner(tmp_path):
         (["--lr=0"], "lr must be > 0"),
         (["--num_episodes=-1"], "num_episodes must be a positive integer"),
         (["--logdir=/tmp/{user}/x"], "unknown template key {user}"),
+        (["--resume"], "no checkpoint to resume"),
+        (["--resume", "--overwrite"], "contradict"),
+        (["--vec_env=ale"], "needs an Atari env id"),
+        (["--eval_interval=-1"], "eval_interval must be >= 0"),
+        (["--eval_max_steps=0"], "eval_max_steps must be a positive integer"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
-    proc = run(*flags, f"--model_dir={tmp_path}/m", cwd=tmp_path)
+    proc = run(*flags, cwd=tmp_path)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]

@@ -15,7 +15,7 @@ VECTORIZATION_MODES = ("sync", "async", "ale")
 
 
 def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None, monitor_dir=None,
-                 training=True, monitor_append=False, max_episode_steps=None, video_dir=None):
+                 training=True, monitor_append=False, max_episode_steps=None, video_dir=None, video_episodes=None):
     """`num_envs` copies of `env_id`, SAME_STEP autoreset, every episode recorded.
 
     SAME_STEP autoreset means no step of the rollout is wasted on a reset; the
@@ -26,8 +26,8 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
     evaluation variant (real score, whole games). `vectorization_mode`: "sync"
     (in-process), "async" (one subprocess per env) or "ale" (ale-py's C++ vector
     env, Atari only). `max_episode_steps` adds a time limit (in agent steps).
-    `video_dir` records every episode of env 0 as mp4 (needs `render_mode="rgb_array"`
-    in `env_kwargs`, and moviepy).
+    `video_dir` records the first `video_episodes` (default: every) episode of env 0
+    as mp4 (needs `render_mode="rgb_array"` in `env_kwargs`, and moviepy).
     """
     from unstable_ppo.atari import is_atari, make_ale_vector_env
 
@@ -48,7 +48,7 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
         [
             functools.partial(
                 _make_env, env_id, i, env_kwargs or {}, monitor_dir, atari, training, monitor_append,
-                max_episode_steps, video_dir if i == 0 else None,
+                max_episode_steps, video_dir if i == 0 else None, video_episodes,
             )
             for i in range(num_envs)
         ],
@@ -61,7 +61,7 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
 
 
 def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_append, max_episode_steps,
-              video_dir):
+              video_dir, video_episodes):
     filename = None if monitor_dir is None else os.path.join(monitor_dir, f"{index}.monitor.csv")
     if atari:
         from unstable_ppo.atari import make_atari_env
@@ -72,7 +72,10 @@ def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_a
     if max_episode_steps is not None:
         env = TimeLimit(env, max_episode_steps)
     if video_dir is not None:
-        env = RecordVideo(env, video_dir, episode_trigger=lambda episode: True, disable_logger=True)
+        env = RecordVideo(
+            env, video_dir, disable_logger=True,
+            episode_trigger=lambda episode: video_episodes is None or episode < video_episodes,
+        )
     return env
 
 

@@ -60,7 +60,8 @@ def play(argv_flags):
         if argv_flags.record_video:
             video_dir = argv_flags.video_dir or default_video_dir(argv_flags.model_dir, argv_flags.best)
         env = make_vec_env(
-            env_id, 1, "sync", training=False, max_episode_steps=argv_flags.max_steps, video_dir=video_dir,
+            env_id, 1, "sync", training=False, max_episode_steps=argv_flags.max_steps,
+            video_dir=video_dir, video_episodes=argv_flags.episodes,
             env_kwargs={"render_mode": "rgb_array" if video_dir else "human"},
         )
     else:

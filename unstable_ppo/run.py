@@ -362,7 +362,7 @@ def record_video(ppo, env_id, video_dir, max_episode_steps=None, seed=None, epis
     from unstable_ppo.envs import make_vec_env
 
     vec = make_vec_env(env_id, 1, "sync", env_kwargs={"render_mode": "rgb_array"}, training=False,
-                       max_episode_steps=max_episode_steps, video_dir=video_dir)
+                       max_episode_steps=max_episode_steps, video_dir=video_dir, video_episodes=episodes)
     try:
         return ppo.evaluate(vec, episodes, seed=seed)
     finally:
