@@ -72,7 +72,7 @@ def test_vector_envs_report_real_game_scores(tmp_path, mode):
     train = make_vec_env(GAME, 2, mode, monitor_dir=str(tmp_path / mode), training=True)
     train.reset(seed=1)
     train.action_space.seed(1)
-    episodes, clipped_sum, raw_terminations = [], 0.0, 0
+    episodes, raw_terminations = [], 0
     for _ in range(1500):
         _, reward, terminated, truncated, info = train.step(train.action_space.sample())
         assert set(np.unique(reward)) <= {-1.0, 0.0, 1.0}

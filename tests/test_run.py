@@ -102,6 +102,29 @@ def test_resume_after_sigkill_loses_at_most_one_save_interval(tmp_path):
     assert json.loads(latest.read_text())["num_timesteps"] == (killed_at + 2) * 64
 
 
+def test_sigterm_saves_a_checkpoint_and_resume_changes_no_setting(tmp_path):
+    import signal
+    import time
+
+    logdir = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "unstable_ppo.run", *SHORT, "--num_episodes=400",
+                             "--save_interval=0", "--eval_interval=0", f"--logdir={logdir}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, deadline = logdir / "training.log", time.time() + 300
+    while time.time() < deadline and not (log.exists() and "update 2:" in log.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "checkpoint saved" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
+    assert 2 <= saved["num_updates"] < 400
+
+    changed = run("--resume", "--lr=0.1", f"--logdir={logdir}")
+    assert changed.returncode == 2 and "--lr=0.1 differs from the resumed run" in changed.stderr
+
+
 def test_bundled_env_flagfile_applies_and_explicit_flags_win(tmp_path):
     flagfile = tmp_path / "mine.flags"
     flagfile.write_text("--num_epochs=1\n")

@@ -15,7 +15,11 @@ wrapper adds the reward clipping, episode statistics and Monitor files on top.
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorWrapper
-from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TransformReward
+from gymnasium.wrappers import (
+    AtariPreprocessing,
+    FrameStackObservation,
+    TransformReward,
+)
 
 from unstable_ppo.monitor import Monitor, MonitorFile
 

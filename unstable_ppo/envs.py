@@ -10,7 +10,6 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from unstable_ppo.monitor import Monitor
 
-
 VECTORIZATION_MODES = ("sync", "async", "ale")
 
 

@@ -72,6 +72,10 @@ flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar and a summary ever
 FLAGS = flags.FLAGS
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+# Flags a resumed run keeps: changing them would change the model, its envs or its training.
+_FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size", "lr", "anneal_lr", "gamma",
+                    "gae_lambda", "clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm",
+                    "target_kl", "shared_net", "force_mlp", "vec_env")
 # Flags that say where a run is, or how to start it; never taken from a saved run.
 _PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "logdir", "rank", "env_id",
                 "model_dir", "logging", "monitor_dir", "tb_logdir"}
@@ -162,8 +166,15 @@ class Run:
             if not existing:
                 raise UsageError(f"--resume: no checkpoint to resume in {self.model_root}")
             self.saved = self._read_saved_run()
-            apply_defaults(f, {k: v for k, v in self.saved.get("flags", {}).items()
-                               if k not in _PLACE_FLAGS and k in f}, "the saved run")
+            saved_flags = self.saved.get("flags", {})
+            for name in _FIXED_ON_RESUME:
+                if f[name].present and name in saved_flags and f[name].value != saved_flags[name]:
+                    raise UsageError(
+                        f"--{name}={f[name].value} differs from the resumed run's {saved_flags[name]!r}: a resumed "
+                        f"run keeps its PPO settings (start a new run to change them)"
+                    )
+            apply_defaults(f, {k: v for k, v in saved_flags.items() if k not in _PLACE_FLAGS and k in f},
+                           "the saved run")
         elif existing and not f.overwrite:
             raise UsageError(
                 f"{self.logdir} already holds a run: pass --resume to continue it, --overwrite to "
@@ -219,7 +230,7 @@ class Run:
     def build(self):
         from unstable_ppo.checkpoint import LATEST
         from unstable_ppo.envs import make_vec_env
-        from unstable_ppo.ppo import Hyperparameters, PPO
+        from unstable_ppo.ppo import PPO, Hyperparameters
 
         f = self.flags
         Hyperparameters(**self.hyperparameters()).validate()  # before any env or file exists
@@ -293,11 +304,24 @@ class Run:
                 for line in lines:
                     _console(line)
 
+        stop = _StopRequests()
+
+        def after_update_or_stop(ppo, logs):
+            after_update(ppo, logs)
+            return not stop.requested
+
         start = time.perf_counter()
         steps_before = ppo.num_timesteps
         try:
-            ppo.learn(self.total, callback=after_update, progress_bar=f.verbose == 1,
-                      reset_num_timesteps=not f.resume)
+            with stop:
+                ppo.learn(self.total, callback=after_update_or_stop, progress_bar=f.verbose == 1,
+                          reset_num_timesteps=not f.resume)
+            if stop.requested:
+                save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
+                message = (f"stopped by {stop.requested} after {ppo.num_timesteps} steps: checkpoint saved to "
+                           f"{os.path.join(self.model_root, LATEST)}; --resume continues the run")
+                log.info(message)
+                raise Interrupted(message)
             self.wall = time.perf_counter() - start
             self.steps_this_session = ppo.num_timesteps - steps_before
             if not self.evaluations or self.evaluations[-1][0] != ppo.num_timesteps:
@@ -357,6 +381,44 @@ class Run:
         return metrics
 
 
+class Interrupted(Exception):
+    """The run was asked to stop, and saved a checkpoint first."""
+
+
+class _StopRequests:
+    """While active, SIGINT/SIGTERM ask the run to stop after the current update (a second SIGINT forces it)."""
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+
+    def __enter__(self):
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested}: stopping after this update and saving a checkpoint "
+              f"(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
 def record_video(ppo, env_id, video_dir, max_episode_steps=None, seed=None, episodes=1):
     """Play `episodes` episodes on one rendering env and write them as mp4 files to `video_dir`."""
     from unstable_ppo.envs import make_vec_env
@@ -374,7 +436,11 @@ def train(argv_flags):
     run = Run(argv_flags)
     run.settle_flags()
     run.build()
-    run.train()
+    try:
+        run.train()
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(130)
     return run.final_report()
 
 
