@@ -201,16 +201,26 @@ def steady_split(result):
     return tuple(mean([u[k] for u in rest]) for k in ("env_s", "act_s", "update_s"))
 
 
+def median_update_rate(results):
+    """Median steps/s of single steady updates: robust to bursts of load from other processes."""
+    rates = sorted(ROLLOUT / (u["rollout_s"] + u["update_s"]) for r in results for u in r["updates"][1:])
+    if not rates:
+        return None
+    mid = len(rates) // 2
+    return rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
+
+
 def table(results, runners):
     sb3 = {r["seed"]: r["steady_steps_per_second"] for r in results if r["runner"] == "sb3"}
-    rows = [(f"| runner | steady steps/s mean (min-max) | x SB3 steady | overall steps/s "
-             f"| s per {ROLLOUT}-step rollout: env / act / update | 1st update s |"),
-            "|---|---|---|---|---|---|"]
+    sb3_median = median_update_rate([r for r in results if r["runner"] == "sb3"])
+    rows = [(f"| runner | steady steps/s mean (min-max) | x SB3 steady | median update steps/s | x SB3 median "
+             f"| overall steps/s | s per {ROLLOUT}-step rollout: env / act / update | 1st update s |"),
+            "|---|---|---|---|---|---|---|---|"]
     summary = {}
     for runner in runners:
         rs = sorted((r for r in results if r["runner"] == runner), key=lambda r: r["seed"])
         if not rs:
-            rows.append(f"| {runner} | failed | | | | |")
+            rows.append(f"| {runner} | failed | | | | | | |")
             continue
         warm = [r["steady_steps_per_second"] for r in rs]
         ratios = [r["steady_steps_per_second"] / sb3[r["seed"]] for r in rs if r["seed"] in sb3]
@@ -219,8 +229,10 @@ def table(results, runners):
         overall = mean([r["steps_per_second"] for r in rs])
         env_s, act_s, update_s = (mean(x) for x in zip(*map(steady_split, rs)))
         first = mean([r["first_update_s"] for r in rs])
+        med = median_update_rate(rs)
+        med_ratio = f"{med / sb3_median:.2f}" if med and sb3_median else "-"
         rows.append(f"| {runner} | {mean(warm):.0f} ({min(warm):.0f}-{max(warm):.0f}) "
-                    f"| {f'{ratio:.2f}' if ratio is not None else '-'} | {overall:.0f} "
+                    f"| {f'{ratio:.2f}' if ratio is not None else '-'} | {med:.0f} | {med_ratio} | {overall:.0f} "
                     f"| {env_s:.2f} / {act_s:.2f} / {update_s:.2f} | {first:.1f} |")
     ours = {k: v for k, v in summary.items() if k != "sb3"}
     if ours:

@@ -51,3 +51,20 @@ def test_tensorboard_scalars_use_the_stable_baselines3_keys(tmp_path):
     assert [e.step for e in events] == [1024, 2048]
     entropy = logs["entropy"]
     assert [float(tf.make_ndarray(e.tensor_proto)) for e in events] == [-entropy, -2 * entropy]
+
+
+def test_async_workers_report_episodes_and_write_monitor_files(tmp_path):
+    from unstable_ppo.envs import make_vec_env
+
+    env = make_vec_env("CartPole-v1", 2, "async", monitor_dir=str(tmp_path / "monitor"))
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    returns = []
+    for _ in range(200):
+        _, _, _, _, info = env.step(env.action_space.sample())
+        final = info.get("final_info", {})
+        if "episode" in final:
+            returns += [float(r) for r in final["episode"]["r"][final["_episode"]]]
+    env.close()
+    rows = [row for i in range(2) for row in read_monitor(tmp_path / "monitor" / f"{i}.monitor.csv")[1]]
+    assert len(returns) >= 5 and sorted(returns) == sorted(row["r"] for row in rows)

@@ -188,6 +188,8 @@ def test_top_level_run_py_is_the_same_runner(tmp_path):
         (["--num_episodes=-1"], "num_episodes must be a positive integer"),
         (["--logdir=/tmp/{user}/x"], "unknown template key {user}"),
         (["--resume"], "no checkpoint to resume"),
+        (["--no_such_flag"], "Unknown command line flag 'no_such_flag'"),
+        (["--num_envs=abc"], "--num_envs=abc"),
         (["--resume", "--overwrite"], "contradict"),
         (["--vec_env=ale"], "needs an Atari env id"),
         (["--eval_interval=-1"], "eval_interval must be >= 0"),

@@ -30,10 +30,20 @@ def run_app(command):
     def main(argv):
         logging.set_verbosity(logging.WARNING)  # keep JAX's platform probing off the console
         if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+            fail(f"unexpected arguments: {' '.join(argv[1:])}")
         exit_on_error(command, flags.FLAGS)
 
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
+
+
+def parse_flags(argv):
+    """absl's parsing, with an unknown flag or a bad value reported like any other bad input."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(e)
 
 
 def exit_on_error(fn, *args):

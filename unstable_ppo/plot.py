@@ -163,11 +163,13 @@ def plot(logdirs, argv_flags):
 def entry_point():
     from absl import app, logging
 
+    from unstable_ppo.cli import parse_flags
+
     def main(argv):
         logging.set_verbosity(logging.WARNING)
         exit_on_error(plot, argv[1:], FLAGS)
 
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
