@@ -12,6 +12,9 @@ under everything and always records the real game.
 wrapper adds the reward clipping, episode statistics and Monitor files on top.
 """
 
+import os
+import time
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorWrapper
@@ -148,11 +151,7 @@ class AleEpisodes(VectorWrapper):
 
     def __init__(self, env, env_id, clip_rewards, monitor_dir=None, monitor_append=False):
         super().__init__(env)
-        import os
-        import time
-
         self.records_episodes = True
-        self._time = time
         self.clip_rewards = clip_rewards
         n = env.num_envs
         self._return, self._length = np.zeros(n), np.zeros(n, np.int64)
@@ -179,7 +178,7 @@ class AleEpisodes(VectorWrapper):
         game_over = (terminated | truncated) & (frame < self._frame)
         self._frame = frame.copy()
         if game_over.any():
-            now = self._time.time() - self.t_start
+            now = time.time() - self.t_start
             info = dict(info)
             info["episode"] = {
                 "r": np.where(game_over, self._return, 0.0),
