@@ -199,6 +199,11 @@ class ActorCritic(Trainer, keras.Model):
                 initializer=initializers.Constant(self.log_std_init),
                 name="log_std",
             )
+        # β of the adaptive KL loss: a variable, so compiled epochs read its current value
+        # without being rebuilt each update, and `model.keras` keeps it.
+        self.kl_beta = self.add_weight(
+            shape=(), initializer=initializers.Constant(1.0), trainable=False, name="kl_beta"
+        )
         self.loss_config = LossConfig()
         self.build((None, *observation_space.shape))
 
