@@ -106,8 +106,9 @@ def bounds_penalty(action_space, mean, mask, count):
     finite = np.isfinite(low) & np.isfinite(high)
     if not finite.any():
         return ops.zeros(())
-    centre = ops.convert_to_tensor(np.where(finite, (low + high) / 2.0, 0.0), "float32")
-    half_range = ops.convert_to_tensor(np.where(finite, (high - low) / 2.0, 0.0), "float32")
+    low, high = np.where(finite, low, 0.0), np.where(finite, high, 0.0)
+    centre = ops.convert_to_tensor((low + high) / 2.0, "float32")
+    half_range = ops.convert_to_tensor((high - low) / 2.0, "float32")
     weight = ops.convert_to_tensor(finite, "float32")
     excess = ops.maximum(ops.abs(mean - centre) - half_range, 0.0)
     per_row = ops.sum(ops.square(excess) * weight, axis=-1) / float(finite.sum())
