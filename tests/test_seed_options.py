@@ -227,6 +227,26 @@ def test_lr_multiplier_scales_the_learning_rate_and_is_saved(tmp_path):
     assert loaded.lr_multiplier == pytest.approx(1 / 1.5**3) and loaded.kl_beta == pytest.approx(35.0)
 
 
+def test_buffer_keeps_the_unclipped_action_and_its_log_prob():
+    """Only the env gets the clipped action; the ratio needs the log-probability of the sampled one."""
+    env = ScriptedRewardEnv()
+    seen = []
+    step = env.step
+    env.step = lambda action: (seen.append(np.array(action)), step(action))[1]
+    ppo = PPO(env, seed=0, num_steps=64, num_epochs=1, batch_size=64, log_std_init=1.0)
+    from tests.test_ppo import make_buffer
+
+    buffer = make_buffer(ppo)
+    ppo._reset()
+    ppo.collect_rollout(buffer)
+    actions = buffer.actions[:, 0]
+    assert np.mean(np.abs(actions) > 1.0) > 0.3  # std e = 2.7 against bounds of ±1
+    np.testing.assert_array_equal(np.stack(seen), np.clip(actions, -1.0, 1.0))
+    params, _ = ppo.model(buffer.obs[:, 0])
+    logp = ppo.model.distribution(params).log_prob(actions)
+    np.testing.assert_allclose(ops.convert_to_numpy(logp), buffer.log_probs[:, 0], rtol=1e-4, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- rewards and normalization
 
 
