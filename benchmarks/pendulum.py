@@ -122,7 +122,9 @@ def table(results, variants):
         good = sum(r["eval_mean"] >= TARGET for r in rs)
         oob_a = sum(r["oob_actions"] for r in rs) / len(rs)
         oob_m = sum(r["oob_means"] for r in rs) / len(rs)
-        servo = ", ".join(f"{r['kl_beta']:.3g}/{r['lr_multiplier']:.3g}" for r in rs) if rs[0]["kl_beta"] else "—"
+        servo = "—"
+        if rs[0]["kl_beta"]:
+            servo = ", ".join(f"{r['kl_beta']:.3g}/{r['lr_multiplier']:.3g}" for r in rs)
         secs = sum(r["learn_s"] for r in rs) / len(rs)
         rows.append(f"| {variant} | {evals} | {mean:.1f} | {good}/{len(rs)} | {oob_a:.1%} | {oob_m:.1%} "
                     f"| {servo} | {secs:.0f} |")
@@ -130,14 +132,17 @@ def table(results, variants):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timesteps", type=int, default=100_000, help="training steps per job (default 100000)")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timesteps", type=int, default=100_000,
+                        help="training steps per job (default 100000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--backend", default="jax", choices=("tensorflow", "jax", "torch"))
     parser.add_argument("--eta", type=float, default=1.0, help="eta of the clipped+eta variant (default 1.0)")
     parser.add_argument("--json", metavar="OUT", help="write all raw results to OUT")
-    parser.add_argument("--job", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one job in this process
+    # internal: one job in this process
+    parser.add_argument("--job", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
         return run_job(args.job, args.seeds[0], args.timesteps, args.eta)
@@ -155,8 +160,8 @@ def main():
         results.append(result)
         print(f"[{i}/{len(jobs)}] {variant} seed {seed}: eval {result['eval_mean']:.1f}, "
               f"{result['learn_s']:.0f} s", file=sys.stderr, flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor() or "?")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or "?")
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     print(f"\n## {ENV_ID}, {args.timesteps} steps, backend {args.backend}, seeds "
           f"{' '.join(map(str, args.seeds))}, eta {args.eta} in clipped+eta\n")

@@ -1,4 +1,5 @@
-"""The first seed's algorithm options: the adaptive KL loss, the eta hinges, reward transforms, normalization."""
+"""The first seed's algorithm options: the adaptive KL loss, the eta hinges, reward transforms,
+observation and reward normalization."""
 
 import json
 import os
@@ -133,7 +134,8 @@ def test_bounds_penalty_matches_numpy_and_only_counts_finite_bounds():
     np.testing.assert_allclose(loss - base_loss, 0.7 * expected, rtol=1e-4, atol=1e-6)
 
     # A dimension without finite bounds is left out of the penalty (and of its mean).
-    half_open = spaces.Box(np.array([-1.0, -np.inf, -2.0], np.float32), np.array([1.0, np.inf, 0.0], np.float32))
+    half_open = spaces.Box(np.array([-1.0, -np.inf, -2.0], np.float32),
+                           np.array([1.0, np.inf, 0.0], np.float32))
     mask = batch["mask"] > 0
     mean = flat[:, :3].astype(np.float64)
     excess = np.maximum(np.abs(mean - np.array([0.0, 0.0, -1.0])) - np.array([1.0, 0.0, 1.0]), 0.0)[:, [0, 2]]
@@ -184,7 +186,8 @@ def test_compiled_epoch_reads_the_current_beta(env_id):
     ppo = PPO(env_id, seed=4, use_kl_loss=True, **SMALL)
     batch = rollout_batch(ppo)
     rng = np.random.default_rng(0)
-    batch["old_params"] = batch["old_params"] + rng.normal(0, 0.3, batch["old_params"].shape).astype(np.float32)
+    noise = rng.normal(0, 0.3, batch["old_params"].shape).astype(np.float32)
+    batch["old_params"] = batch["old_params"] + noise
     update = ppo.model.make_update_function()
     idx = np.arange(ppo.hp.batch_size)[None]
     weights = ppo.model.get_weights()
@@ -255,7 +258,8 @@ def test_reward_transforms_are_the_seeds():
     np.testing.assert_array_equal(transform_reward(r, "identity"), r)
     np.testing.assert_allclose(transform_reward(r, "scale"), r * 0.01, rtol=1e-6)
     np.testing.assert_allclose(transform_reward(r, "scale", 0.5), r * 0.5, rtol=1e-6)
-    np.testing.assert_allclose(transform_reward(r, "positive"), [-0.001, -0.0005, 0.0, 0.0005, 2.5], rtol=1e-6)
+    positive = [-0.001, -0.0005, 0.0, 0.0005, 2.5]
+    np.testing.assert_allclose(transform_reward(r, "positive"), positive, rtol=1e-6)
     with pytest.raises(ValueError, match="unknown reward_transform 'log'"):
         transform_reward(r, "log")
 
@@ -287,10 +291,13 @@ class ScriptedRewardEnv(gym.Env):
         return self._obs(), reward, False, self.t >= self.episode_length, {}
 
 
-@pytest.mark.parametrize("transform, scale", [("identity", 0.01), ("scale", 0.01), ("scale", 0.2), ("positive", 0.01)])
+@pytest.mark.parametrize(
+    "transform, scale", [("identity", 0.01), ("scale", 0.01), ("scale", 0.2), ("positive", 0.01)]
+)
 def test_rollout_stores_transformed_rewards(transform, scale):
     env = ScriptedRewardEnv()
-    ppo = PPO(env, seed=0, num_steps=10, num_epochs=1, batch_size=10, reward_transform=transform, reward_scale=scale)
+    ppo = PPO(env, seed=0, num_steps=10, num_epochs=1, batch_size=10, reward_transform=transform,
+              reward_scale=scale)
     from tests.test_ppo import make_buffer
 
     buffer = make_buffer(ppo)
@@ -355,7 +362,8 @@ def test_normalized_obs_are_what_the_network_saw():
     # the last observation's bootstrap value uses the normalized observation too
     last = ppo.normalizer.obs(ppo._last_obs)
     _, v_last = ppo.model(last)
-    np.testing.assert_allclose(buffer.next_values[-1, 0], ops.convert_to_numpy(v_last)[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(buffer.next_values[-1, 0], ops.convert_to_numpy(v_last)[0],
+                               rtol=1e-4, atol=1e-5)
 
 
 def stats(ppo):
@@ -377,7 +385,8 @@ def test_normalizer_survives_save_load_and_evaluation_does_not_move_it(tmp_path)
 
     ppo.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "ppo.json").read_text())
-    assert isinstance(meta["normalizer"]["obs_rms"]["mean"], list) and len(meta["normalizer"]["obs_rms"]["mean"]) == 3
+    saved_mean = meta["normalizer"]["obs_rms"]["mean"]
+    assert isinstance(saved_mean, list) and len(saved_mean) == 3
     loaded = PPO.load(tmp_path / "m")
     assert stats(loaded) == before
     np.testing.assert_array_equal(loaded.predict(obs), actions)
@@ -387,7 +396,8 @@ def test_normalizer_survives_save_load_and_evaluation_does_not_move_it(tmp_path)
     loaded = PPO.load(tmp_path / "m", env="Pendulum-v1")
     count = loaded.normalizer.obs_rms.count
     loaded.learn(128)
-    assert loaded.normalizer.obs_rms.count == pytest.approx(count + 128 + 2)  # a reset, then 64 steps x 2 envs
+    # a reset, then 64 steps x 2 envs
+    assert loaded.normalizer.obs_rms.count == pytest.approx(count + 128 + 2)
 
 
 def test_predict_uses_the_normalized_observations():
@@ -463,7 +473,8 @@ def test_runner_short_run_with_the_seed_options(tmp_path):
     logdir = tmp_path / "run"
     flags = ("--env_id=Pendulum-v1", "--num_envs=2", "--num_steps=64", "--num_epochs=2", "--batch_size=64",
              "--num_episodes=2", "--eval_episodes=1", "--eval_interval=0", "--verbose=0", "--use_kl_loss",
-             "--kl_target=0.02", "--init_beta=2", "--eta_kl=20", "--eta=0.1", "--nn_std", "--reward_transform=scale",
+             "--kl_target=0.02", "--init_beta=2", "--eta_kl=20", "--eta=0.1", "--nn_std",
+             "--reward_transform=scale",
              "--reward_scale=0.1", "--normalize_reward", "--normalize_obs", f"--logdir={logdir}",
              f"--backend={keras.backend.backend()}")
     proc = runner(*flags)

@@ -15,7 +15,11 @@ EPSILON = 1e-8
 
 
 def transform_reward(rewards, transform, scale=0.01):
-    """The first seed's reward transforms: `identity`, `scale` (r · scale), `positive` (max(-0.001, r/100))."""
+    """The first seed's reward transforms.
+
+    `identity`; `scale`: r · scale; `positive`: max(-0.001, r / 100), which keeps a
+    reward above a tiny negative floor.
+    """
     rewards = np.asarray(rewards, np.float32)
     if transform == "identity":
         return rewards
@@ -48,7 +52,8 @@ class RunningMeanStd:
     def update_from_moments(self, batch_mean, batch_var, batch_count):
         delta = batch_mean - self.mean
         total = self.count + batch_count
-        m2 = self.var * self.count + batch_var * batch_count + np.square(delta) * self.count * batch_count / total
+        m2 = (self.var * self.count + batch_var * batch_count
+              + np.square(delta) * self.count * batch_count / total)
         self.mean = self.mean + delta * batch_count / total
         self.var = m2 / total
         self.count = float(total)

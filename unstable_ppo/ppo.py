@@ -127,18 +127,16 @@ class Hyperparameters:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.reward_transform not in REWARD_TRANSFORMS:
-            raise ValueError(
-                f"unknown reward_transform {self.reward_transform!r}: use one of {', '.join(REWARD_TRANSFORMS)}"
-            )
+            raise ValueError(f"unknown reward_transform {self.reward_transform!r}: "
+                             f"use one of {', '.join(REWARD_TRANSFORMS)}")
 
     def check_spaces(self, observation_space, action_space):
         """The options that only some spaces support."""
         if not isinstance(action_space, spaces.Box):
             for name in ("eta", "nn_std"):
                 if getattr(self, name):
-                    raise ValueError(
-                        f"{name} applies to Box (continuous) action spaces only, not {type(action_space).__name__}"
-                    )
+                    raise ValueError(f"{name} applies to Box (continuous) action spaces only, "
+                                     f"not {type(action_space).__name__}")
         if self.normalize_obs and (
             not isinstance(observation_space, spaces.Box) or is_image_space(observation_space)
         ):
@@ -416,7 +414,8 @@ class PPO:
     def _rollout_kl(self, batch):
         """Mean KL(old || current) of the action distributions over the rollout's valid rows."""
         old = make_distribution(self.action_space, keras.ops.convert_to_tensor(batch["old_params"]))
-        new = make_distribution(self.action_space, keras.ops.convert_to_tensor(self._policy_params(batch["obs"])))
+        new_params = keras.ops.convert_to_tensor(self._policy_params(batch["obs"]))
+        new = make_distribution(self.action_space, new_params)
         kl = keras.ops.convert_to_numpy(old.kl(new))
         mask = batch["mask"] > 0
         return float(np.mean(kl[mask])) if mask.any() else 0.0
