@@ -494,3 +494,31 @@ def test_runner_short_run_with_the_seed_options(tmp_path):
     proc = runner(*flags, "--resume", "--num_episodes=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((logdir / "metrics.json").read_text())["total_timesteps"] == 384
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_checkpoint_from_before_the_kl_loss_still_loads(tmp_path, env_id):
+    """A model.keras without the β variable (as saved before it existed) loads, with β = 1."""
+    import zipfile
+
+    import h5py
+
+    ppo = PPO(env_id, seed=0, init_beta=3.0, **SMALL)
+    ppo.save(tmp_path / "m")
+    archive = tmp_path / "m" / "model.keras"
+    with zipfile.ZipFile(archive) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    (tmp_path / "w.h5").write_bytes(members["model.weights.h5"])
+    with h5py.File(tmp_path / "w.h5", "r+") as f:
+        own = f["vars"]
+        last = str(len(own) - 1)
+        np.testing.assert_allclose(own[last][()], 3.0)  # β is the model's last own variable
+        del own[last]
+    members["model.weights.h5"] = (tmp_path / "w.h5").read_bytes()
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    loaded = PPO.load(tmp_path / "m")
+    assert loaded.kl_beta == 1.0
+    obs = np.stack([ppo.observation_space.sample() for _ in range(4)])
+    np.testing.assert_array_equal(loaded.predict(obs), ppo.predict(obs))

@@ -252,6 +252,15 @@ class ActorCritic(Trainer, keras.Model):
 
     # -- compile / serialization ------------------------------------------------
 
+    def load_own_variables(self, store):
+        """Checkpoints written before the KL loss existed have no β: they keep the initial one."""
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(own) - 1 and own[-1] is self.kl_beta:
+            for i, variable in enumerate(own[:-1]):
+                variable.assign(store[f"{i}"])
+            return
+        super().load_own_variables(store)
+
     def compile(self, optimizer=None, loss_config=None, **kwargs):
         """Keras `compile`, plus the PPO objective's coefficients (`LossConfig`)."""
         if isinstance(loss_config, dict):
