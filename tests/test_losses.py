@@ -11,7 +11,7 @@ from keras import ops
 from scipy import special, stats
 
 from unstable_ppo.distributions import make_distribution
-from unstable_ppo.losses import BATCH_KEYS, LossConfig, ppo_loss
+from unstable_ppo.losses import BATCH_KEYS, LossConfig, log_keys, ppo_loss
 
 RTOL = 1e-5
 ATOL = 1e-5
@@ -108,7 +108,7 @@ def run_loss(space, flat, values, batch, cfg):
     tensors = {k: ops.convert_to_tensor(v) for k, v in batch.items()}
     loss, logs = ppo_loss(space, ops.convert_to_tensor(flat), ops.convert_to_tensor(values), tensors, cfg)
     out = {k: float(ops.convert_to_numpy(v)) for k, v in logs.items()}
-    assert set(out) == set(LOG_KEYS)
+    assert set(out) == set(log_keys(space, cfg)) and set(LOG_KEYS) <= set(out)
     assert float(ops.convert_to_numpy(loss)) == out["loss"]
     return out
 

@@ -1,6 +1,15 @@
 """The PPO objective (Schulman et al., 2017), once, in `keras.ops`.
 
-    L = L_clip + vf_coef * L_value - ent_coef * H
+    L = L_clip + vf_coef * L_value - ent_coef * H  [+ eta * L_bounds]
+
+or, with `use_kl_loss`, the adaptive KL-penalty objective of the PPO paper (section 4)
+as the first seed wrote it (after pat-coady/trpo):
+
+    L = -E[r(θ) A] + β KL + eta_kl * max(0, KL - 2 kl_target)² + vf_coef * L_value - ent_coef * H
+
+where KL is the analytic KL(old || new) of the action distributions, averaged
+over the minibatch, and β lives in a non-trainable model variable that
+`adapt_kl_penalty` servos between updates.
 
 Every mean is taken over valid rows only (`mask`): with gymnasium's NEXT_STEP
 autoreset the step after an episode end is a reset row whose action the env
@@ -9,9 +18,10 @@ ignored, and it must not pull on the policy or the value function.
 
 import dataclasses
 
+import numpy as np
 from keras import ops
 
-from unstable_ppo.distributions import make_distribution
+from unstable_ppo.distributions import DiagGaussian, make_distribution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,10 +31,53 @@ class LossConfig:
     ent_coef: float = 0.0
     vf_coef: float = 0.5
     normalize_advantage: bool = True
+    use_kl_loss: bool = False
+    kl_target: float = 0.01
+    eta_kl: float = 50.0
+    eta: float = 0.0
 
 
 BATCH_KEYS = ("obs", "actions", "old_log_prob", "old_values", "advantages", "returns", "mask")
 LOG_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance")
+
+# The adaptive-KL servo's constants (pat-coady/trpo, kept by the seed).
+BETA_MIN, BETA_MAX = 1.0 / 35.0, 35.0
+LR_MULTIPLIER_MIN, LR_MULTIPLIER_MAX = 0.1, 3.0
+
+
+def batch_keys(config):
+    """The rollout columns the loss reads: the KL loss also needs the old policy's parameters."""
+    return BATCH_KEYS + ("old_params",) if config.use_kl_loss else BATCH_KEYS
+
+
+def log_keys(action_space, config):
+    """The names `ppo_loss` logs for this action space and loss: a fixed set per model."""
+    from gymnasium import spaces
+
+    keys = LOG_KEYS
+    if isinstance(action_space, spaces.Box):
+        keys += ("std", "bounds_penalty")
+    if config.use_kl_loss:
+        keys += ("kl",)
+    return keys
+
+
+def adapt_kl_penalty(kl, kl_target, beta, lr_multiplier):
+    """The seed's servo on β and the learning-rate multiplier, run once after each update.
+
+    β grows when the update moved the policy more than 2·kl_target and shrinks when it
+    moved less than kl_target/2; a β at its extremes means the step size itself is off,
+    so the learning rate follows. Returns `(beta, lr_multiplier)`.
+    """
+    if kl > 2.0 * kl_target:
+        beta = min(BETA_MAX, 1.5 * beta)
+        if beta > 30.0:
+            lr_multiplier /= 1.5
+    elif kl < kl_target / 2.0:
+        beta = max(BETA_MIN, beta / 1.5)
+        if beta < 1.0 / 30.0:
+            lr_multiplier *= 1.5
+    return beta, min(LR_MULTIPLIER_MAX, max(LR_MULTIPLIER_MIN, lr_multiplier))
 
 
 def masked_mean(x, mask, count):
@@ -42,11 +95,32 @@ def explained_variance(values, returns, mask, count):
     return 1.0 - var_d / ops.maximum(var_r, 1e-8)
 
 
-def ppo_loss(action_space, flat_params, values, batch, config):
+def bounds_penalty(action_space, mean, mask, count):
+    """mean(max(0, |μ - centre| - half_range)²) over rows and the dimensions with finite bounds.
+
+    The seed's hinge: a Gaussian whose mean leaves the Box wastes its samples on clipped
+    actions, and the clipped surrogate cannot see that.
+    """
+    low = np.asarray(action_space.low, np.float64).reshape(-1)
+    high = np.asarray(action_space.high, np.float64).reshape(-1)
+    finite = np.isfinite(low) & np.isfinite(high)
+    if not finite.any():
+        return ops.zeros(())
+    low, high = np.where(finite, low, 0.0), np.where(finite, high, 0.0)
+    centre = ops.convert_to_tensor((low + high) / 2.0, "float32")
+    half_range = ops.convert_to_tensor((high - low) / 2.0, "float32")
+    weight = ops.convert_to_tensor(finite, "float32")
+    excess = ops.maximum(ops.abs(mean - centre) - half_range, 0.0)
+    per_row = ops.sum(ops.square(excess) * weight, axis=-1) / float(finite.sum())
+    return masked_mean(per_row, mask, count)
+
+
+def ppo_loss(action_space, flat_params, values, batch, config, kl_beta=1.0):
     """The combined PPO loss of a minibatch and the diagnostics PPO users read.
 
     `flat_params`, `values`: the current network's outputs on `batch["obs"]`.
-    Returns `(loss, logs)`.
+    `kl_beta`: β of the KL loss, a tensor or variable so that compiled functions see its
+    current value. Returns `(loss, logs)`.
     """
     dist = make_distribution(action_space, flat_params)
     mask = ops.cast(batch["mask"], "float32")
@@ -62,8 +136,17 @@ def ppo_loss(action_space, flat_params, values, batch, config):
     log_ratio = log_prob - batch["old_log_prob"]
     ratio = ops.exp(log_ratio)
     eps = config.clip_range
-    surrogate = ops.minimum(advantages * ratio, advantages * ops.clip(ratio, 1.0 - eps, 1.0 + eps))
-    policy_loss = -masked_mean(surrogate, mask, count)
+    if config.use_kl_loss:
+        if "old_params" not in batch:
+            raise ValueError("the KL loss needs the old policy's parameters: batch['old_params'] is missing")
+        kl = masked_mean(make_distribution(action_space, batch["old_params"]).kl(dist), mask, count)
+        surrogate = advantages * ratio
+        hinge = ops.square(ops.maximum(kl - 2.0 * config.kl_target, 0.0))
+        policy_loss = -masked_mean(surrogate, mask, count) + ops.convert_to_tensor(kl_beta) * kl
+        policy_loss = policy_loss + config.eta_kl * hinge
+    else:
+        surrogate = ops.minimum(advantages * ratio, advantages * ops.clip(ratio, 1.0 - eps, 1.0 + eps))
+        policy_loss = -masked_mean(surrogate, mask, count)
 
     returns = batch["returns"]
     value_error = ops.square(values - returns)
@@ -75,6 +158,11 @@ def ppo_loss(action_space, flat_params, values, batch, config):
 
     entropy = masked_mean(dist.entropy(), mask, count)
     loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+    continuous = isinstance(dist, DiagGaussian)
+    if continuous:
+        penalty = bounds_penalty(action_space, dist.mean, mask, count)
+        if config.eta > 0:
+            loss = loss + config.eta * penalty
 
     logs = {
         "loss": loss,
@@ -86,4 +174,9 @@ def ppo_loss(action_space, flat_params, values, batch, config):
         "clip_fraction": masked_mean(ops.cast(ops.abs(ratio - 1.0) > eps, "float32"), mask, count),
         "explained_variance": explained_variance(values, returns, mask, count),
     }
+    if continuous:
+        logs["std"] = masked_mean(ops.mean(dist.std, axis=-1), mask, count)
+        logs["bounds_penalty"] = penalty
+    if config.use_kl_loss:
+        logs["kl"] = kl
     return loss, logs

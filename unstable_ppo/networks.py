@@ -199,6 +199,11 @@ class ActorCritic(Trainer, keras.Model):
                 initializer=initializers.Constant(self.log_std_init),
                 name="log_std",
             )
+        # β of the adaptive KL loss: a variable, so compiled epochs read its current value
+        # without being rebuilt each update, and `model.keras` keeps it.
+        self.kl_beta = self.add_weight(
+            shape=(), initializer=initializers.Constant(1.0), trainable=False, name="kl_beta"
+        )
         self.loss_config = LossConfig()
         self.build((None, *observation_space.shape))
 
@@ -246,6 +251,15 @@ class ActorCritic(Trainer, keras.Model):
         )
 
     # -- compile / serialization ------------------------------------------------
+
+    def load_own_variables(self, store):
+        """Checkpoints written before the KL loss existed have no β: they keep the initial one."""
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(own) - 1 and own[-1] is self.kl_beta:
+            for i, variable in enumerate(own[:-1]):
+                variable.assign(store[f"{i}"])
+            return
+        super().load_own_variables(store)
 
     def compile(self, optimizer=None, loss_config=None, **kwargs):
         """Keras `compile`, plus the PPO objective's coefficients (`LossConfig`)."""

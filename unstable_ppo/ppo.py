@@ -7,6 +7,11 @@ One PPO iteration (Schulman et al., 2017, Algorithm 1):
 2. `update`: `num_epochs` passes of shuffled minibatches through the model's
    `train_step` (in a compiled per-backend epoch function), stopping early when
    the approximate KL passes `target_kl`.
+
+The first seed's options ride on this loop: the adaptive KL-penalty loss
+(`use_kl_loss`; β and a learning-rate multiplier servoed after every update),
+an out-of-bounds penalty on the Gaussian mean (`eta`), reward transforms, and
+running observation/reward normalization whose statistics live in this object.
 """
 
 import dataclasses
@@ -26,11 +31,14 @@ from unstable_ppo import __version__
 from unstable_ppo.backend import BACKEND
 from unstable_ppo.buffer import RolloutBuffer
 from unstable_ppo.envs import as_vector_env, autoreset_mode
-from unstable_ppo.losses import LossConfig
+from unstable_ppo.distributions import make_distribution
+from unstable_ppo.losses import LossConfig, adapt_kl_penalty
 from unstable_ppo.networks import ActorCritic
+from unstable_ppo.normalize import REWARD_TRANSFORMS, Normalizer, transform_reward
 from unstable_ppo.spaces import (
     check_action_space,
     check_observation_space,
+    is_image_space,
     space_from_json,
     space_to_json,
     spaces_match,
@@ -67,6 +75,16 @@ class Hyperparameters:
     nn_std: bool = False
     log_std_init: float = 0.0
     vectorization_mode: str = "sync"
+    # The first seed's options (see the README, "Algorithm options").
+    use_kl_loss: bool = False
+    kl_target: float = 0.01
+    init_beta: float = 1.0
+    eta_kl: float = 50.0
+    eta: float = 0.0
+    reward_transform: str = "identity"
+    reward_scale: float = 0.01
+    normalize_reward: bool = False
+    normalize_obs: bool = False
 
     def validate(self):
         for name in ("num_envs", "num_steps", "num_epochs", "batch_size"):
@@ -102,6 +120,27 @@ class Hyperparameters:
             )
         if any(int(h) <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes!r}")
+        for name in ("kl_target", "init_beta", "reward_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("eta", "eta_kl"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.reward_transform not in REWARD_TRANSFORMS:
+            raise ValueError(f"unknown reward_transform {self.reward_transform!r}: "
+                             f"use one of {', '.join(REWARD_TRANSFORMS)}")
+
+    def check_spaces(self, observation_space, action_space):
+        """The options that only some spaces support."""
+        if not isinstance(action_space, spaces.Box):
+            for name in ("eta", "nn_std"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} applies to Box (continuous) action spaces only, "
+                                     f"not {type(action_space).__name__}")
+        if self.normalize_obs and (
+            not isinstance(observation_space, spaces.Box) or is_image_space(observation_space)
+        ):
+            raise ValueError("normalize_obs applies to Box vector observations, not images or discrete ones")
 
     def to_json(self):
         d = dataclasses.asdict(self)
@@ -135,6 +174,8 @@ class PPO:
         self.episode_lengths = deque(maxlen=100)
         self.logs = {}
         self.run_info = {}  # what the runner stored with a loaded checkpoint
+        self.lr_multiplier = 1.0  # the KL loss's servo on the learning rate
+        self.normalizer = None
         self.rng = np.random.default_rng(seed)
         if seed is not None:
             keras.utils.set_random_seed(seed)
@@ -151,6 +192,7 @@ class PPO:
             check_observation_space(self.observation_space)
             check_action_space(self.action_space)
             self.hp.validate()
+            self.hp.check_spaces(self.observation_space, self.action_space)
             self.model = ActorCritic(
                 self.observation_space,
                 self.action_space,
@@ -162,7 +204,9 @@ class PPO:
                 log_std_init=self.hp.log_std_init,
                 seed=seed,
             )
+            self.model.kl_beta.assign(self.hp.init_beta)
             self._compile()
+            self._make_normalizer()
         self._last_obs = None
 
     # -- setup -------------------------------------------------------------------
@@ -179,8 +223,23 @@ class PPO:
                 ent_coef=hp.ent_coef,
                 vf_coef=hp.vf_coef,
                 normalize_advantage=hp.normalize_advantage,
+                use_kl_loss=hp.use_kl_loss,
+                kl_target=hp.kl_target,
+                eta_kl=hp.eta_kl,
+                eta=hp.eta,
             ),
         )
+
+    def _make_normalizer(self):
+        hp = self.hp
+        self.normalizer = Normalizer(
+            self.observation_space.shape, hp.num_envs, hp.gamma, hp.normalize_obs, hp.normalize_reward
+        )
+
+    @property
+    def kl_beta(self):
+        """β of the KL loss, as held by the model's variable."""
+        return float(keras.ops.convert_to_numpy(self.model.kl_beta))
 
     def _obs_dtype(self):
         return np.dtype(self.model.obs_dtype)
@@ -225,12 +284,18 @@ class PPO:
             seed = [self.seed + i for i in range(self.hp.num_envs)]
             self.action_space.seed(self.seed)
         obs, _ = self.env.reset(seed=seed)
-        self._last_obs = np.asarray(obs, self._obs_dtype())
+        self._last_obs = np.asarray(obs, self._obs_dtype())  # raw: normalized when used
         self._last_done = np.zeros(self.hp.num_envs, bool)
+        self.normalizer.observe_obs(self._last_obs)
 
     def collect_rollout(self, buffer):
-        """Fill `buffer` with one rollout and its advantages; returns the steps taken."""
+        """Fill `buffer` with one rollout and its advantages; returns the steps taken.
+
+        The buffer holds observations as the network saw them (normalized, with
+        `normalize_obs`) and rewards as the loss sees them (transformed, scaled).
+        """
         T, N = self.hp.num_steps, self.hp.num_envs
+        norm = self.normalizer
         act = self.model.make_act_function()
         noise = self._draw_noise((T, N, self.model.noise_size))
         next_step = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
@@ -240,8 +305,8 @@ class PPO:
         buffer.final_value_set[:] = False
         buffer.next_values[:] = 0.0
         for t in range(T):
-            buffer.obs[t] = obs
-            actions, values, log_probs = act(obs, noise[t])
+            buffer.obs[t] = norm.obs(obs)
+            actions, values, log_probs = act(buffer.obs[t], noise[t])
             actions = self._from_model_actions(actions)
             buffer.actions[t] = actions
             buffer.values[t] = values
@@ -250,7 +315,10 @@ class PPO:
                 buffer.mask[t] = ~last_done
             obs, rewards, terminated, truncated, info = self.env.step(self._to_env_actions(actions))
             obs = np.asarray(obs, obs_dtype)
-            buffer.rewards[t] = rewards
+            norm.observe_obs(obs)
+            live = ~last_done if next_step else None
+            rewards = transform_reward(rewards, self.hp.reward_transform, self.hp.reward_scale)
+            buffer.rewards[t] = norm.scale_rewards(rewards, terminated | truncated, live)
             buffer.terminated[t] = terminated
             last_done = terminated | truncated
             buffer.dones[t] = last_done
@@ -262,9 +330,9 @@ class PPO:
                         final_obs.append(info["final_obs"][i])
                         final_rows.append((t, i))
         self._last_obs, self._last_done = obs, last_done
-        last_values = act(obs, noise[0])[1]
+        last_values = act(norm.obs(obs), noise[0])[1]
         if final_obs:
-            values = self._values(np.asarray(final_obs, obs_dtype))
+            values = self._values(norm.obs(np.asarray(final_obs, obs_dtype)))
             for (t, i), v in zip(final_rows, values):
                 buffer.next_values[t, i] = v
         if not next_step:
@@ -303,9 +371,18 @@ class PPO:
     # -- updates -----------------------------------------------------------------
 
     def update(self, buffer):
-        """`num_epochs` epochs of minibatch updates; returns the logs of the update."""
+        """`num_epochs` epochs of minibatch updates; returns the logs of the update.
+
+        With the KL loss, the old policy's parameters are computed once, before the first
+        epoch (the weights are still the acting ones). After each epoch the KL(old || new)
+        over the whole rollout is measured, as the seed did: above 4·kl_target the update
+        stops, and the last value drives β and the learning-rate multiplier (`logs["kl"]`).
+        """
         hp = self.hp
-        batch = self.model.prepare_batch(buffer.training_batch())  # to the device once, not per epoch
+        numpy_batch = buffer.training_batch()
+        if hp.use_kl_loss:
+            numpy_batch["old_params"] = self._policy_params(numpy_batch["obs"])
+        batch = self.model.prepare_batch(numpy_batch)  # to the device once, not per epoch
         rows = hp.num_envs * hp.num_steps
         num_minibatches = rows // hp.batch_size
         update_epoch = self.model.make_update_function()
@@ -313,11 +390,35 @@ class PPO:
         for _ in range(hp.num_epochs):
             perm = self.rng.permutation(rows)[: num_minibatches * hp.batch_size]
             epoch_logs.append(update_epoch(batch, perm.reshape(num_minibatches, hp.batch_size)))
+            if hp.use_kl_loss:
+                kl = self._rollout_kl(numpy_batch)
+                if kl > 4.0 * hp.kl_target:
+                    break
             if hp.target_kl is not None and epoch_logs[-1]["approx_kl"] > hp.target_kl:
                 break
         logs = {k: float(np.mean([e[k] for e in epoch_logs])) for k in epoch_logs[0]}
         logs["epochs"] = len(epoch_logs)
+        if hp.use_kl_loss:
+            beta, self.lr_multiplier = adapt_kl_penalty(kl, hp.kl_target, self.kl_beta, self.lr_multiplier)
+            self.model.kl_beta.assign(beta)
+            logs.update(kl=kl, kl_beta=beta, lr_multiplier=self.lr_multiplier)
         return logs
+
+    def _policy_params(self, obs, chunk=4096):
+        """The policy head's output (distribution parameters) for rollout observations, as numpy."""
+        out = [
+            keras.ops.convert_to_numpy(self.model(obs[i : i + chunk])[0]) for i in range(0, len(obs), chunk)
+        ]
+        return np.concatenate(out).astype(np.float32)
+
+    def _rollout_kl(self, batch):
+        """Mean KL(old || current) of the action distributions over the rollout's valid rows."""
+        old = make_distribution(self.action_space, keras.ops.convert_to_tensor(batch["old_params"]))
+        new_params = keras.ops.convert_to_tensor(self._policy_params(batch["obs"]))
+        new = make_distribution(self.action_space, new_params)
+        kl = keras.ops.convert_to_numpy(old.kl(new))
+        mask = batch["mask"] > 0
+        return float(np.mean(kl[mask])) if mask.any() else 0.0
 
     def learn(self, total_timesteps, callback=None, progress_bar=False, reset_num_timesteps=True):
         """Train for at least `total_timesteps` env steps (whole rollouts).
@@ -349,8 +450,9 @@ class PPO:
                        dynamic_ncols=True)
         start = time.perf_counter()
         for update in range(first_update, num_updates):
-            if hp.anneal_lr:
-                self.model.optimizer.learning_rate = hp.lr * (1.0 - update / num_updates)
+            if hp.anneal_lr or hp.use_kl_loss:
+                schedule = 1.0 - update / num_updates if hp.anneal_lr else 1.0
+                self.model.optimizer.learning_rate = hp.lr * schedule * self.lr_multiplier
             t0 = time.perf_counter()
             self.num_timesteps += self.collect_rollout(buffer)
             t1 = time.perf_counter()
@@ -383,7 +485,8 @@ class PPO:
     @staticmethod
     def _summary(logs):
         keys = ("num_timesteps", "ep_rew_mean", "ep_len_mean", "fps", "approx_kl",
-                "clip_fraction", "entropy", "value_loss", "explained_variance")
+                "clip_fraction", "kl", "kl_beta", "lr_multiplier", "entropy", "std", "value_loss",
+                "explained_variance")
         return " | ".join(
             f"{k} {logs[k]:.4g}" if isinstance(logs[k], float) else f"{k} {logs[k]}"
             for k in keys if k in logs
@@ -404,7 +507,7 @@ class PPO:
             )
         act = self.model.make_act_function(deterministic=deterministic)
         noise = self._draw_noise((len(obs), self.model.noise_size))
-        actions = self._to_env_actions(self._from_model_actions(act(obs, noise)[0]))
+        actions = self._to_env_actions(self._from_model_actions(act(self.normalizer.obs(obs), noise)[0]))
         return actions[0] if single else actions
 
     def evaluate(self, env=None, n_episodes=10, deterministic=True, seed=None, max_episode_steps=None):
@@ -445,7 +548,7 @@ class PPO:
         obs, _ = vec.reset(seed=seed)
         act = self.model.make_act_function(deterministic=deterministic)
         while (done_count < targets).any():
-            obs = np.asarray(obs, self._obs_dtype())
+            obs = self.normalizer.obs(np.asarray(obs, self._obs_dtype()))  # frozen statistics
             actions = self._from_model_actions(act(obs, self._draw_noise((n, self.model.noise_size)))[0])
             obs, rewards, terminated, truncated, _ = vec.step(self._to_env_actions(actions))
             live = ~reset_row
@@ -510,7 +613,8 @@ class PPO:
             "num_timesteps": self.num_timesteps,
             "num_updates": self.num_updates,
             "rng_state": _jsonable(self.rng.bit_generator.state),
-            "normalizer": None,
+            "normalizer": self.normalizer.to_json() if self.normalizer.active else None,
+            "kl_adaptation": {"kl_beta": self.kl_beta, "lr_multiplier": self.lr_multiplier},
             "run": extra or {},
         }
         tmp_meta = os.path.join(path, f".{META_FILE}.{os.getpid()}.tmp")
@@ -567,6 +671,7 @@ class PPO:
         self.num_timesteps = int(meta.get("num_timesteps", 0))
         self.num_updates = int(meta.get("num_updates", 0))
         self.run_info = meta.get("run", {})
+        self.lr_multiplier = float((meta.get("kl_adaptation") or {}).get("lr_multiplier", 1.0))
         if seed is None and isinstance(meta.get("rng_state"), dict):
             try:
                 self.rng.bit_generator.state = meta["rng_state"]
@@ -577,6 +682,12 @@ class PPO:
             self.hp.num_envs = self.env.num_envs
             self.env_id = env_id or self.env_id
             self.check_env(self.env)
+        self._make_normalizer()
+        if meta.get("normalizer"):
+            try:
+                self.normalizer.load_json(meta["normalizer"], self.observation_space.shape)
+            except (ValueError, TypeError, KeyError) as e:
+                raise ValueError(f"corrupt normalizer statistics in {meta_path}: {e}") from None
         return self
 
 

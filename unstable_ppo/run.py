@@ -58,6 +58,19 @@ flags.DEFINE_float("max_grad_norm", 0.5, "Global gradient-norm clip.")
 flags.DEFINE_float("target_kl", None, "Stop the epochs of an update once approx KL exceeds this.")
 flags.DEFINE_bool("shared_net", None, "Share the torso between policy and value (default: CNN yes, MLP no).")
 flags.DEFINE_bool("force_mlp", False, "Use the MLP even for image observations.")
+# The first seed's options (README: "Algorithm options").
+flags.DEFINE_bool("use_kl_loss", False, "Adaptive KL-penalty loss instead of the clipped surrogate.")
+flags.DEFINE_float("kl_target", 0.01, "KL loss: the KL(old || new) per update that beta is servoed to.")
+flags.DEFINE_float("init_beta", 1.0, "KL loss: the initial KL penalty coefficient beta.")
+flags.DEFINE_float("eta_kl", 50.0, "KL loss: coefficient of the hinge max(0, KL - 2 kl_target)^2.")
+flags.DEFINE_float("eta", 0.0, "Box actions: weight of the penalty on a Gaussian mean outside the bounds.")
+flags.DEFINE_bool("nn_std", False, "Box actions: the network predicts the log-std (else a free variable).")
+# A string, not an enum: a bad value is then the runner's own one-line error.
+flags.DEFINE_string("reward_transform", "identity",
+                    "identity | scale: r * reward_scale | positive: max(-0.001, r / 100).")
+flags.DEFINE_float("reward_scale", 0.01, "The factor of --reward_transform=scale.")
+flags.DEFINE_bool("normalize_reward", False, "Divide rewards by the running std of the discounted return.")
+flags.DEFINE_bool("normalize_obs", False, "Normalize Box vector observations: running mean/std, clip ±10.")
 flags.DEFINE_enum("backend", None, BACKENDS, "Keras backend (default: $KERAS_BACKEND, else tensorflow).")
 flags.DEFINE_integer("eval_interval", 10, "Updates between evaluations (0: only at the end).")
 flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluation.")
@@ -75,7 +88,9 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Flags a resumed run keeps: changing them would change the model, its envs or its training.
 _FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size", "lr", "anneal_lr", "gamma",
                     "gae_lambda", "clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm",
-                    "target_kl", "shared_net", "force_mlp", "vec_env")
+                    "target_kl", "shared_net", "force_mlp", "vec_env", "use_kl_loss", "kl_target",
+                    "init_beta", "eta_kl", "eta", "nn_std", "reward_transform", "reward_scale",
+                    "normalize_reward", "normalize_obs")
 # Flags that say where a run is, or how to start it; never taken from a saved run.
 _PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "logdir", "rank", "env_id",
                 "model_dir", "logging", "monitor_dir", "tb_logdir"}
@@ -159,6 +174,8 @@ class Run:
         f = self.flags
         if f.resume and f.overwrite:
             raise UsageError("--resume and --overwrite contradict each other: pick one")
+        if f.use_kl_loss and f["clip_range"].present:
+            raise UsageError("--use_kl_loss replaces the clipped objective: drop --clip_range")
         self.config_file = env_config_file(f.env_id) if f.env_defaults else None
         existing = has_checkpoint(self.model_root)
         self.saved = None
@@ -223,6 +240,10 @@ class Run:
             clip_range=f.clip_range, clip_range_vf=f.clip_range_vf, ent_coef=f.ent_coef, vf_coef=f.vf_coef,
             max_grad_norm=f.max_grad_norm, target_kl=f.target_kl, shared_net=f.shared_net,
             net="mlp" if f.force_mlp else "auto", vectorization_mode=f.vec_env,
+            use_kl_loss=f.use_kl_loss, kl_target=f.kl_target, init_beta=f.init_beta, eta_kl=f.eta_kl,
+            eta=f.eta,
+            nn_std=f.nn_std, reward_transform=f.reward_transform, reward_scale=f.reward_scale,
+            normalize_reward=f.normalize_reward, normalize_obs=f.normalize_obs,
         )
 
     # -- the run ------------------------------------------------------------------
@@ -233,7 +254,16 @@ class Run:
         from unstable_ppo.ppo import PPO, Hyperparameters
 
         f = self.flags
-        Hyperparameters(**self.hyperparameters()).validate()  # before any env or file exists
+        hp = Hyperparameters(**self.hyperparameters())
+        hp.validate()  # before any env or file exists
+        # The evaluation envs write no files: they tell the spaces before the training envs exist.
+        self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, training=False,
+                                     max_episode_steps=f.eval_max_steps)
+        try:
+            hp.check_spaces(self.eval_env.single_observation_space, self.eval_env.single_action_space)
+        except ValueError:
+            self.eval_env.close()
+            raise
         env = make_vec_env(f.env_id, f.num_envs, f.vec_env, monitor_dir=self.monitor_dir,
                            training=True, monitor_append=f.resume)
         if f.resume:
@@ -246,8 +276,6 @@ class Run:
             self.ppo = PPO(env, seed=f.seed, **self.hyperparameters())
             self.best_mean_return = None
             self.evaluations = []
-        self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, training=False,
-                                     max_episode_steps=f.eval_max_steps)
 
     def _clear_previous_run(self):
         import shutil

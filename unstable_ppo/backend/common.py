@@ -3,15 +3,27 @@
 import numpy as np
 from keras.utils import unpack_x_y_sample_weight
 
-from unstable_ppo.losses import ppo_loss
+from unstable_ppo.losses import batch_keys, log_keys, ppo_loss
 
 
 class TrainerBase:
     """The parts of a trainer that do not depend on the backend."""
 
     def ppo_loss(self, batch, outputs):
+        """The loss on the model's outputs; β is read from its variable, so it is never baked in.
+
+        Inside a compiled function the read must go through the backend's state: JAX maps
+        it in a `StatelessScope`, torch passes it as a trace input, TensorFlow reads the
+        variable.
+        """
         params, values = outputs
-        return ppo_loss(self.action_space, params, values, batch, self.loss_config)
+        return ppo_loss(self.action_space, params, values, batch, self.loss_config, kl_beta=self.kl_beta)
+
+    def batch_keys(self):
+        return batch_keys(self.loss_config)
+
+    def log_keys(self):
+        return log_keys(self.action_space, self.loss_config)
 
     def prepare_batch(self, batch):
         """numpy rollout arrays -> backend tensors; a no-op on tensors already prepared."""

@@ -10,9 +10,11 @@ from unstable_ppo.backend.common import TrainerBase, mean_logs
 
 class JAXTrainer(TrainerBase):
     def _loss_and_updates(self, trainable, non_trainable, batch):
-        outputs, non_trainable = self.stateless_call(trainable, non_trainable, batch["obs"], training=True)
-        loss, logs = self.ppo_loss(batch, outputs)
-        return loss, (logs, non_trainable)
+        outputs, updated = self.stateless_call(trainable, non_trainable, batch["obs"], training=True)
+        # β is a non-trainable variable: under jit it must come from the state, not the trace.
+        with keras.StatelessScope(state_mapping=list(zip(self.non_trainable_variables, non_trainable))):
+            loss, logs = self.ppo_loss(batch, outputs)
+        return loss, (logs, updated)
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_vars, metrics_vars = state

@@ -4,7 +4,6 @@ import numpy as np
 import tensorflow as tf
 
 from unstable_ppo.backend.common import TrainerBase, mean_logs
-from unstable_ppo.losses import LOG_KEYS
 
 
 class TensorFlowTrainer(TrainerBase):
@@ -23,13 +22,15 @@ class TensorFlowTrainer(TrainerBase):
             # One call per epoch: each tf.function call costs ~0.5 ms of dispatch,
             # more than a 64-64 MLP minibatch step itself. A `tf.range` loop traces
             # `train_step` once, however many minibatches there are.
+            keys = self.log_keys()
+
             @tf.function(reduce_retracing=True)
             def epoch(batch, indices):
-                logs = {k: tf.TensorArray(tf.float32, size=tf.shape(indices)[0]) for k in LOG_KEYS}
+                logs = {k: tf.TensorArray(tf.float32, size=tf.shape(indices)[0]) for k in keys}
                 for i in tf.range(tf.shape(indices)[0]):
                     step_logs = self.train_step({k: tf.gather(v, indices[i]) for k, v in batch.items()})
-                    logs = {k: logs[k].write(i, tf.cast(step_logs[k], tf.float32)) for k in LOG_KEYS}
-                return {k: logs[k].stack() for k in LOG_KEYS}
+                    logs = {k: logs[k].write(i, tf.cast(step_logs[k], tf.float32)) for k in keys}
+                return {k: logs[k].stack() for k in keys}
 
             def update(batch, indices):
                 batch = self.prepare_batch(batch)

@@ -13,7 +13,6 @@ import torch
 from keras import ops, tree
 
 from unstable_ppo.backend.common import TrainerBase, mean_logs
-from unstable_ppo.losses import BATCH_KEYS, LOG_KEYS
 
 
 class TorchTrainer(TrainerBase):
@@ -42,29 +41,34 @@ class TorchTrainer(TrainerBase):
         """
         if self._update_function is None:
             variables = list(self.trainable_variables)
+            # β (a non-trainable variable) is a trace input too, or the trace would keep its first value.
+            constants = [self.kl_beta]
             traces = {}
+            keys, log_keys = self.batch_keys(), self.log_keys()
 
-            def minibatch_loss(weights, minibatch):
-                with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
-                    batch = dict(zip(BATCH_KEYS, minibatch))
+            def minibatch_loss(weights, values, minibatch):
+                mapping = list(zip(variables, weights)) + list(zip(constants, values))
+                with keras.StatelessScope(state_mapping=mapping):
+                    batch = dict(zip(keys, minibatch))
                     loss, logs = self.ppo_loss(batch, self(batch["obs"], training=True))
-                return loss, tuple(logs[k] for k in LOG_KEYS)
+                return loss, tuple(logs[k] for k in log_keys)
 
             def update(batch, indices):
                 batch = self.prepare_batch(batch)
-                batch = [batch[k] for k in BATCH_KEYS]
+                batch = [batch[k] for k in keys]
+                values = tuple(v.value.detach() for v in constants)
                 logs = []
                 for idx in torch.as_tensor(indices):
                     minibatch = tuple(v[idx] for v in batch)
                     weights = tuple(v.value for v in variables)
                     traced = traces.get(len(idx))
                     if traced is None:
-                        traced = _trace(minibatch_loss, (weights, minibatch))
+                        traced = _trace(minibatch_loss, (weights, values, minibatch))
                         traces[len(idx)] = traced
-                    loss, step_logs = traced(weights, minibatch)
+                    loss, step_logs = traced(weights, values, minibatch)
                     self._apply_gradients(loss, variables, weights)
                     logs.append(torch.stack(step_logs).detach())
-                return mean_logs(dict(zip(LOG_KEYS, torch.stack(logs).T.numpy())))
+                return mean_logs(dict(zip(log_keys, torch.stack(logs).T.numpy())))
 
             self._update_function = update
         return self._update_function
