@@ -6,6 +6,7 @@ EXTRAS = {
     "jax": ["jax[cpu]>=0.4.30"],
     "torch": ["torch==2.13.0"],
     "plot": ["matplotlib>=3.7"],
+    "mujoco": ["gymnasium[mujoco]"],  # HalfCheetah-v5 and the other MuJoCo tasks
     "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
     "test": [
         "pytest>=8", "scipy>=1.10", "hypothesis>=6", "tensorboard>=2.16",
