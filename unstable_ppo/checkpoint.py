@@ -15,18 +15,36 @@ LATEST = "latest"
 BEST = "best"
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, unwritable directory...); the previous one is intact."""
+
+
 def save_checkpoint(ppo, model_root, name, extra=None):
-    """`ppo.save` into `model_root/name`, atomically; returns the checkpoint's path."""
-    os.makedirs(model_root, exist_ok=True)
+    """`ppo.save` into `model_root/name`, atomically; returns the checkpoint's path.
+
+    A write that fails (`CheckpointError`) leaves the previous checkpoint in place
+    and removes its own partial files.
+    """
+    from unstable_ppo.faults import NonFiniteError
+
     target = f".{name}-{ppo.num_timesteps:012d}-{uuid.uuid4().hex[:8]}"
-    ppo.save(os.path.join(model_root, target), extra=extra)
-    _fsync_dir(os.path.join(model_root, target))
     link = os.path.join(model_root, name)
-    if os.path.isdir(link) and not os.path.islink(link):
-        shutil.rmtree(link)  # a plain directory from a hand-made layout: replace it
-    tmp_link = os.path.join(model_root, f".{name}.link-{uuid.uuid4().hex[:8]}")
-    os.symlink(target, tmp_link)
-    os.replace(tmp_link, link)
+    try:
+        os.makedirs(model_root, exist_ok=True)
+        ppo.save(os.path.join(model_root, target), extra=extra)
+        _fsync_dir(os.path.join(model_root, target))
+        if os.path.isdir(link) and not os.path.islink(link):
+            shutil.rmtree(link)  # a plain directory from a hand-made layout: replace it
+        tmp_link = os.path.join(model_root, f".{name}.link-{uuid.uuid4().hex[:8]}")
+        os.symlink(target, tmp_link)
+        os.replace(tmp_link, link)
+    except NonFiniteError:
+        raise
+    except Exception as e:  # Keras may wrap the OSError of a full disk
+        shutil.rmtree(os.path.join(model_root, target), ignore_errors=True)
+        cause = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        kept = "the previous one is intact" if os.path.isdir(link) else "there is no earlier one"
+        raise CheckpointError(f"could not write the {name} checkpoint in {model_root} ({cause}); {kept}") from e
     _fsync_dir(model_root)
     _remove_stale(model_root, name, keep=target)
     return link

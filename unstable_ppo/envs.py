@@ -1,6 +1,7 @@
 """Vector environments the way PPO wants them."""
 
 import functools
+import importlib
 import os
 
 import gymnasium as gym
@@ -8,13 +9,15 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers import RecordVideo, TimeLimit
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
+from unstable_ppo.faults import SupervisedVectorEnv, TagEnvErrors
 from unstable_ppo.monitor import Monitor
 
 VECTORIZATION_MODES = ("sync", "async", "ale")
 
 
 def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None, monitor_dir=None,
-                 training=True, monitor_append=False, max_episode_steps=None, video_dir=None, video_episodes=None):
+                 training=True, monitor_append=False, max_episode_steps=None, video_dir=None, video_episodes=None,
+                 max_env_restarts=None, env_timeout=60.0):
     """`num_envs` copies of `env_id`, SAME_STEP autoreset, every episode recorded.
 
     SAME_STEP autoreset means no step of the rollout is wasted on a reset; the
@@ -27,6 +30,8 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
     env, Atari only). `max_episode_steps` adds a time limit (in agent steps).
     `video_dir` records the first `video_episodes` (default: every) episode of env 0
     as mp4 (needs `render_mode="rgb_array"` in `env_kwargs`, and moviepy).
+    With `max_env_restarts` set, a failing env (an exception, a dead or silent worker
+    after `env_timeout` s) is rebuilt up to that many times (`faults.SupervisedVectorEnv`).
     """
     from unstable_ppo.atari import is_atari, make_ale_vector_env
 
@@ -34,29 +39,37 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
         raise ValueError(
             f"unknown vectorization_mode {vectorization_mode!r}: use one of {', '.join(VECTORIZATION_MODES)}"
         )
-    atari = is_atari(env_id)
-    spec = gym.spec(env_id)  # an unknown id fails here, in this process, with gymnasium's message
+    spec = gym.spec(registered_id(env_id))  # an unknown id fails here, in this process, with gymnasium's message
+    atari = is_atari(spec.id)
     if vectorization_mode == "ale":
         if not atari:
             raise ValueError(f"vectorization_mode 'ale' needs an Atari env id, not {env_id!r}")
         if env_kwargs or video_dir:
             raise ValueError("vectorization_mode 'ale' takes no env_kwargs or video_dir: use 'sync'")
-        return make_ale_vector_env(env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps)
-    vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
-    env = vector_env(
-        [
-            functools.partial(
-                _make_env, env_id, i, env_kwargs or {}, monitor_dir, atari, training, monitor_append,
-                max_episode_steps, video_dir if i == 0 else None, video_episodes,
-            )
-            for i in range(num_envs)
-        ],
-        autoreset_mode=AutoresetMode.SAME_STEP,
-        copy=False,
-    )
-    env.spec = spec
-    env.records_episodes = True  # each env's Monitor puts its episodes in info["episode"]
-    return env
+
+    def build(rebuilt=False):
+        append = monitor_append or rebuilt  # a rebuilt env continues its Monitor CSV
+        if vectorization_mode == "ale":
+            return make_ale_vector_env(env_id, num_envs, training, monitor_dir, append, max_episode_steps)
+        vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
+        env = vector_env(
+            [
+                functools.partial(
+                    _make_env, env_id, i, env_kwargs or {}, monitor_dir, atari, training, append,
+                    max_episode_steps, video_dir if i == 0 else None, video_episodes,
+                )
+                for i in range(num_envs)
+            ],
+            autoreset_mode=AutoresetMode.SAME_STEP,
+            copy=False,
+        )
+        env.spec = spec
+        env.records_episodes = True  # each env's Monitor puts its episodes in info["episode"]
+        return env
+
+    if max_env_restarts is None:
+        return build()
+    return SupervisedVectorEnv(build, max_restarts=max_env_restarts, timeout=env_timeout)
 
 
 def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_append, max_episode_steps,
@@ -75,7 +88,7 @@ def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_a
             env, video_dir, disable_logger=True,
             episode_trigger=lambda episode: video_episodes is None or episode < video_episodes,
         )
-    return env
+    return TagEnvErrors(env, index)
 
 
 def as_vector_env(env, num_envs, vectorization_mode="sync", **make_kwargs):
@@ -96,6 +109,18 @@ def as_vector_env(env, num_envs, vectorization_mode="sync", **make_kwargs):
         )
         return vec, _env_id(env)
     raise TypeError(f"env must be an env id, a gymnasium.Env or a VectorEnv, not {type(env).__name__}")
+
+
+def registered_id(env_id):
+    """`"package.module:Env-v0"` (gymnasium's `make` syntax) imports the module that registers the env."""
+    if ":" not in env_id:
+        return env_id
+    module, name = env_id.split(":", 1)
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"env id {env_id!r}: cannot import {module!r} to register it ({e})") from None
+    return name
 
 
 def autoreset_mode(env):

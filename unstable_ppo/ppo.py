@@ -31,6 +31,7 @@ from unstable_ppo import __version__
 from unstable_ppo.backend import BACKEND
 from unstable_ppo.buffer import RolloutBuffer
 from unstable_ppo.envs import as_vector_env, autoreset_mode
+from unstable_ppo.faults import check_finite, check_finite_logs, check_finite_weights
 from unstable_ppo.distributions import make_distribution
 from unstable_ppo.losses import LossConfig, adapt_kl_penalty
 from unstable_ppo.networks import ActorCritic
@@ -300,6 +301,7 @@ class PPO:
         noise = self._draw_noise((T, N, self.model.noise_size))
         next_step = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
         obs_dtype = self._obs_dtype()
+        check_obs = np.dtype(obs_dtype).kind == "f"  # pixels (uint8) cannot be NaN
         obs, last_done = self._last_obs, self._last_done
         final_obs, final_rows = [], []
         buffer.final_value_set[:] = False
@@ -315,6 +317,9 @@ class PPO:
                 buffer.mask[t] = ~last_done
             obs, rewards, terminated, truncated, info = self.env.step(self._to_env_actions(actions))
             obs = np.asarray(obs, obs_dtype)
+            if check_obs:
+                check_finite("observation", obs, f"at step {t} of rollout {self.num_updates + 1}")
+            check_finite("reward", rewards, f"at step {t} of rollout {self.num_updates + 1}")
             norm.observe_obs(obs)
             live = ~last_done if next_step else None
             rewards = transform_reward(rewards, self.hp.reward_transform, self.hp.reward_scale)
@@ -397,6 +402,7 @@ class PPO:
             if hp.target_kl is not None and epoch_logs[-1]["approx_kl"] > hp.target_kl:
                 break
         logs = {k: float(np.mean([e[k] for e in epoch_logs])) for k in epoch_logs[0]}
+        check_finite_logs(logs, self.num_updates + 1)
         logs["epochs"] = len(epoch_logs)
         if hp.use_kl_loss:
             beta, self.lr_multiplier = adapt_kl_penalty(kl, hp.kl_target, self.kl_beta, self.lr_multiplier)
@@ -550,8 +556,11 @@ class PPO:
         while (done_count < targets).any():
             obs = self.normalizer.obs(np.asarray(obs, self._obs_dtype()))  # frozen statistics
             actions = self._from_model_actions(act(obs, self._draw_noise((n, self.model.noise_size)))[0])
-            obs, rewards, terminated, truncated, _ = vec.step(self._to_env_actions(actions))
+            obs, rewards, terminated, truncated, info = vec.step(self._to_env_actions(actions))
             live = ~reset_row
+            if "env_restarted" in info:  # episodes cut by an env failure do not count
+                live &= ~info["env_restarted"]
+                ep_ret[info["env_restarted"]], ep_len[info["env_restarted"]] = 0.0, 0
             ep_ret += rewards * live
             ep_len += live
             done = (terminated | truncated) & live
@@ -593,7 +602,9 @@ class PPO:
         interrupted save never leaves a half-written file under the real name.
         `ppo.json` also holds the counters and the sampling RNG's state, so training
         can resume; `extra` (JSON) is stored under "run" (the runner keeps its flags there).
+        Non-finite weights are refused (`NonFiniteError`) before anything is written.
         """
+        check_finite_weights(self.model)
         os.makedirs(path, exist_ok=True)
         tmp_model = os.path.join(path, f".model-{os.getpid()}.tmp.keras")
         self.model.save(tmp_model)

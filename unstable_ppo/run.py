@@ -19,6 +19,7 @@ A run directory (`--logdir`, with `{env_id}` and `{rank}` templated) holds:
 """
 
 import json
+import logging
 import os
 import string
 import sys
@@ -77,6 +78,11 @@ flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluation.")
 flags.DEFINE_integer("eval_max_steps", None, "Cut evaluation episodes after this many agent steps.")
 flags.DEFINE_integer("eval_seed", None, "Seed of the evaluation envs (default: seed + 10000).")
 flags.DEFINE_integer("save_interval", 10, "Updates between saves of the latest checkpoint (0: only at the end).")
+flags.DEFINE_integer("max_env_restarts", 10,
+                     "Env failures (an exception, a dead or silent worker) to recover from by rebuilding the envs "
+                     "before the run stops with a checkpoint saved.")
+flags.DEFINE_float("env_timeout", 60.0, "Seconds to wait for an env worker's answer (--vec_env=async) before "
+                   "counting it as failed.")
 flags.DEFINE_bool("record_video", False, "Record the final evaluation's first episode to {logdir}/videos.")
 flags.DEFINE_bool("resume", False, "Continue the run in logdir from its latest checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Start afresh in a logdir that already holds a run, deleting its checkpoints.")
@@ -205,6 +211,10 @@ class Run:
         for name in ("eval_interval", "save_interval"):
             if getattr(f, name) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(f, name)}")
+        if f.max_env_restarts < 0:
+            raise UsageError(f"max_env_restarts must be >= 0, got {f.max_env_restarts}")
+        if not f.env_timeout > 0:
+            raise UsageError(f"env_timeout must be > 0 seconds, got {f.env_timeout}")
         if f.eval_max_steps is not None and f.eval_max_steps <= 0:
             raise UsageError(f"eval_max_steps must be a positive integer, got {f.eval_max_steps}")
         rollout = f.num_envs * f.num_steps
@@ -258,14 +268,17 @@ class Run:
         hp.validate()  # before any env or file exists
         # The evaluation envs write no files: they tell the spaces before the training envs exist.
         self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, training=False,
-                                     max_episode_steps=f.eval_max_steps)
+                                     max_episode_steps=f.eval_max_steps, max_env_restarts=f.max_env_restarts,
+                                     env_timeout=f.env_timeout)
         try:
             hp.check_spaces(self.eval_env.single_observation_space, self.eval_env.single_action_space)
-        except ValueError:
+            _check_writable(self.logdir)
+        except (ValueError, UsageError):
             self.eval_env.close()
             raise
         env = make_vec_env(f.env_id, f.num_envs, f.vec_env, monitor_dir=self.monitor_dir,
-                           training=True, monitor_append=f.resume)
+                           training=True, monitor_append=f.resume, max_env_restarts=f.max_env_restarts,
+                           env_timeout=f.env_timeout)
         if f.resume:
             self.ppo = PPO.load(os.path.join(self.model_root, LATEST), env=env)
             self.best_mean_return = self.saved.get("best_mean_return")
@@ -295,7 +308,8 @@ class Run:
         }
 
     def train(self):
-        from unstable_ppo.checkpoint import BEST, LATEST, save_checkpoint
+        from unstable_ppo.checkpoint import BEST, LATEST, CheckpointError, has_checkpoint, save_checkpoint
+        from unstable_ppo.faults import EnvFailure, NonFiniteError
         from unstable_ppo.monitor import TensorBoardLogger
         from unstable_ppo.ppo import PPO
 
@@ -340,10 +354,21 @@ class Run:
 
         start = time.perf_counter()
         steps_before = ppo.num_timesteps
+        warnings = logging.getLogger("unstable_ppo")  # env restarts and the like, into training.log too
+        warnings.addHandler(log.handlers[0])
         try:
             with stop:
-                ppo.learn(self.total, callback=after_update_or_stop, progress_bar=f.verbose == 1,
-                          reset_num_timesteps=not f.resume)
+                try:
+                    ppo.learn(self.total, callback=after_update_or_stop, progress_bar=f.verbose == 1,
+                              reset_num_timesteps=not f.resume)
+                except EnvFailure as e:  # the model is sound: keep it
+                    save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
+                    raise RunFailed(f"{e}; checkpoint saved to {os.path.join(self.model_root, LATEST)} "
+                                    f"after {ppo.num_timesteps} steps, --resume continues the run") from e
+                except NonFiniteError as e:  # the model may be garbage: keep the last good checkpoint
+                    kept = (f"the last good checkpoint is kept in {os.path.join(self.model_root, LATEST)}"
+                            if has_checkpoint(self.model_root) else "no checkpoint had been saved yet")
+                    raise RunFailed(f"{e}: the run stopped; {kept}") from e
             if stop.requested:
                 save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
                 message = (f"stopped by {stop.requested} after {ppo.num_timesteps} steps: checkpoint saved to "
@@ -355,7 +380,11 @@ class Run:
             if not self.evaluations or self.evaluations[-1][0] != ppo.num_timesteps:
                 evaluate_and_keep_best()
             save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
+        except (RunFailed, CheckpointError) as e:
+            log.info("error: %s", e)
+            raise RunFailed(str(e)) from e
         finally:
+            warnings.removeHandler(log.handlers[0])
             tensorboard.close()
 
     def final_report(self):
@@ -411,6 +440,10 @@ class Run:
 
 class Interrupted(Exception):
     """The run was asked to stop, and saved a checkpoint first."""
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (envs keep failing, NaN, a failed save): exit 1 with one line."""
 
 
 class _StopRequests:
@@ -469,7 +502,28 @@ def train(argv_flags):
     except Interrupted as e:
         print(str(e), file=sys.stderr)
         sys.exit(130)
-    return run.final_report()
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    from unstable_ppo.faults import EnvFailure
+
+    try:
+        return run.final_report()
+    except EnvFailure as e:  # the checkpoints are saved; only the final evaluation is missing
+        print(f"error: final evaluation: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _check_writable(logdir):
+    """Fail before training, not at the first save, when the run directory cannot be written."""
+    import tempfile
+
+    try:
+        os.makedirs(logdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=logdir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write to the run directory {logdir}: {e.strerror or e}") from None
 
 
 def _file_logger(path):
