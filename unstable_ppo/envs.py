@@ -39,8 +39,8 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
         raise ValueError(
             f"unknown vectorization_mode {vectorization_mode!r}: use one of {', '.join(VECTORIZATION_MODES)}"
         )
+    atari = is_atari(registered_id(env_id))  # registers the ALE games too
     spec = gym.spec(registered_id(env_id))  # an unknown id fails here, in this process, with gymnasium's message
-    atari = is_atari(spec.id)
     if vectorization_mode == "ale":
         if not atari:
             raise ValueError(f"vectorization_mode 'ale' needs an Atari env id, not {env_id!r}")
