@@ -51,17 +51,45 @@ def save_checkpoint(ppo, model_root, name, extra=None):
 
 
 def resolve_checkpoint(path, best=False):
-    """A directory holding `model.keras`: `path` itself, or the run's `latest`/`best` in it."""
-    from unstable_ppo.ppo import MODEL_FILE
+    """A directory holding `model.keras`: `path` itself, or the run's `latest`/`best` in it.
 
+    A path that does not exist, is a file, or whose `latest`/`best` link points to a
+    deleted directory is a one-line `FileNotFoundError` (`ValueError` for the file).
+    """
+    from unstable_ppo.ppo import META_FILE, MODEL_FILE
+
+    path = os.fspath(path)
+    _check_link(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"not an unstable_ppo model directory: {path} does not exist")
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} is a file, not a model directory: pass the directory that holds "
+                         f"{MODEL_FILE} and {META_FILE}")
     if best:
         best_path = os.path.join(path, BEST)
+        _check_link(best_path)
         if not os.path.isdir(best_path):
             raise FileNotFoundError(f"no best checkpoint in {path}: {best_path} is missing")
         return best_path
-    if not os.path.isfile(os.path.join(path, MODEL_FILE)) and os.path.isdir(os.path.join(path, LATEST)):
-        return os.path.join(path, LATEST)
+    if not os.path.isfile(os.path.join(path, MODEL_FILE)):
+        latest = os.path.join(path, LATEST)
+        _check_link(latest)
+        if os.path.isdir(latest):
+            return latest
     return path
+
+
+def dangling_link(path):
+    """Where the symlink `path` points, if that does not exist; else None."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return os.readlink(path)
+    return None
+
+
+def _check_link(path):
+    target = dangling_link(path)
+    if target is not None:
+        raise FileNotFoundError(f"broken checkpoint link {path}: it points to {target}, which does not exist")
 
 
 def has_checkpoint(model_root):

@@ -71,7 +71,11 @@ class RunningMeanStd:
         mean, var = np.asarray(data["mean"], np.float64), np.asarray(data["var"], np.float64)
         if mean.shape != tuple(shape) or var.shape != tuple(shape):
             raise ValueError(f"normalizer statistics of shape {mean.shape} do not fit shape {tuple(shape)}")
-        rms.mean, rms.var, rms.count = mean, var, float(data["count"])
+        count = float(data["count"])
+        if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()
+                and np.isfinite(count) and count > 0):
+            raise ValueError("normalizer statistics are not finite, or have a negative variance or count")
+        rms.mean, rms.var, rms.count = mean, var, count
         return rms
 
 
@@ -136,11 +140,17 @@ class Normalizer:
         }
 
     def load_json(self, data, obs_shape):
-        """Restore statistics saved by `to_json` (what this normalizer does not use is ignored)."""
-        if self.obs_rms is not None and data.get("obs_rms") is not None:
-            self.obs_rms = RunningMeanStd.from_json(data["obs_rms"], obs_shape)
-        if self.ret_rms is not None and data.get("ret_rms") is not None:
-            self.ret_rms = RunningMeanStd.from_json(data["ret_rms"], ())
+        """Restore statistics saved by `to_json` (what this normalizer does not use is ignored).
+
+        A statistic this normalizer uses must be there: a `ValueError` (or `TypeError`,
+        `KeyError`) says what is missing or malformed.
+        """
+        for name, rms, shape in (("obs_rms", self.obs_rms, obs_shape), ("ret_rms", self.ret_rms, ())):
+            if rms is None:
+                continue
+            if not isinstance(data.get(name), dict):
+                raise ValueError(f"{name} is missing or not an object")
+            setattr(self, name, RunningMeanStd.from_json(data[name], shape))
         returns = np.asarray(data.get("returns", []), np.float64)
         if returns.shape == self.returns.shape:  # another num_envs starts its returns afresh
             self.returns = returns

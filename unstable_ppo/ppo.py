@@ -14,11 +14,13 @@ an out-of-bounds penalty on the Gaussian mean (`eta`), reward transforms, and
 running observation/reward normalization whose statistics live in this object.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
+import zipfile
 from collections import deque
 
 import gymnasium as gym
@@ -643,6 +645,8 @@ class PPO:
         `path` is a directory written by `save`, or a run's model directory, whose
         `latest` checkpoint is loaded (`best=True`: its `best` one). Pass `env` to keep
         training or to evaluate on a specific env; it must have the saved spaces.
+        A missing, damaged, foreign or too new file is a one-line `ValueError` or
+        `FileNotFoundError` that names the file.
         """
         from unstable_ppo.checkpoint import resolve_checkpoint
 
@@ -652,54 +656,141 @@ class PPO:
         for p in (meta_path, model_path):
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"not an unstable_ppo model directory: {p} is missing")
-        try:
-            with open(meta_path) as f:
-                meta = json.load(f)
-            if not isinstance(meta, dict) or meta.get("format") != "unstable_ppo":
-                raise ValueError("not an unstable_ppo metadata file")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"corrupt model metadata {meta_path}: {e}") from None
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was saved in format version {meta['format_version']}, newer than this "
-                f"unstable_ppo ({__version__}) reads ({FORMAT_VERSION}): upgrade unstable_ppo"
-            )
-        try:
-            model = keras.models.load_model(
-                model_path, custom_objects={"ActorCritic": ActorCritic}, safe_mode=True
-            )
-        except Exception as e:  # Keras raises many types for a bad archive
-            raise ValueError(f"corrupt or foreign model file {model_path}: {e}".splitlines()[0]) from None
-        if not isinstance(model, ActorCritic):
-            raise ValueError(f"{model_path} holds a {type(model).__name__}, not an unstable_ppo ActorCritic")
+        meta = read_metadata(meta_path)
+        for key in ("hyperparameters", "observation_space", "action_space"):
+            if key not in meta:
+                raise ValueError(f"corrupt model metadata {meta_path}: {key!r} is missing")
+        model = _load_actor_critic(model_path)
 
-        hp = dict(meta["hyperparameters"])
-        self = cls(None, seed=seed if seed is not None else meta.get("seed"), verbose=verbose, **hp)
+        def field(name):
+            return _metadata_field(meta_path, name)
+
+        with field("seed"):
+            saved_seed = meta.get("seed")
+            if saved_seed is not None and (isinstance(saved_seed, bool) or not isinstance(saved_seed, int)):
+                raise ValueError(f"{saved_seed!r} is not an integer")
+        with field("hyperparameters"):
+            hp = meta["hyperparameters"]
+            if not isinstance(hp, dict):
+                raise ValueError(f"expected an object, got {type(hp).__name__}")
+            self = cls(None, seed=seed if seed is not None else saved_seed, verbose=verbose, **hp)
         self.model = model
-        self.observation_space = space_from_json(meta["observation_space"])
-        self.action_space = space_from_json(meta["action_space"])
-        self.env_id = meta.get("env_id")
-        self.num_timesteps = int(meta.get("num_timesteps", 0))
-        self.num_updates = int(meta.get("num_updates", 0))
-        self.run_info = meta.get("run", {})
-        self.lr_multiplier = float((meta.get("kl_adaptation") or {}).get("lr_multiplier", 1.0))
-        if seed is None and isinstance(meta.get("rng_state"), dict):
-            try:
-                self.rng.bit_generator.state = meta["rng_state"]
-            except (ValueError, TypeError, KeyError):
-                pass  # another bit generator; keep the fresh one
+        for name, attribute in (("observation_space", "observation_space"), ("action_space", "action_space")):
+            with field(name):
+                if not isinstance(meta[name], dict):
+                    raise ValueError(f"expected an object, got {type(meta[name]).__name__}")
+                space = space_from_json(meta[name])
+                (check_observation_space if name == "observation_space" else check_action_space)(space)
+                if not spaces_match(space, getattr(model, attribute)):
+                    raise ValueError(f"{space} does not match the {getattr(model, attribute)} of {model_path}")
+                setattr(self, attribute, space)
+        with field("hyperparameters"):
+            self.hp.check_spaces(self.observation_space, self.action_space)
+        with field("env_id"):
+            self.env_id = meta.get("env_id")
+            if self.env_id is not None and not isinstance(self.env_id, str):
+                raise ValueError(f"{self.env_id!r} is not a string")
+        for name in ("num_timesteps", "num_updates"):
+            with field(name):
+                value = meta.get(name, 0)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{value!r} is not a count")
+                setattr(self, name, value)
+        with field("run"):
+            self.run_info = meta.get("run") or {}
+            if not isinstance(self.run_info, dict):
+                raise ValueError(f"expected an object, got {type(self.run_info).__name__}")
+        with field("kl_adaptation"):
+            kl_adaptation = meta.get("kl_adaptation") or {}
+            self.lr_multiplier = float(kl_adaptation.get("lr_multiplier", 1.0))
+            if not (math.isfinite(self.lr_multiplier) and self.lr_multiplier > 0):
+                raise ValueError(f"lr_multiplier {self.lr_multiplier!r} is not a positive number")
+        rng_state = meta.get("rng_state")
+        if seed is None and rng_state is not None:
+            with field("rng_state"):
+                if not isinstance(rng_state, dict):
+                    raise ValueError(f"expected an object, got {type(rng_state).__name__}")
+                # A state of another bit generator (another numpy's default) is ignored: the fresh one is kept.
+                if rng_state.get("bit_generator") == type(self.rng.bit_generator).__name__:
+                    self.rng.bit_generator.state = rng_state
         if env is not None:
-            self.env, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
-            self.hp.num_envs = self.env.num_envs
-            self.env_id = env_id or self.env_id
-            self.check_env(self.env)
-        self._make_normalizer()
-        if meta.get("normalizer"):
+            vec, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
             try:
-                self.normalizer.load_json(meta["normalizer"], self.observation_space.shape)
-            except (ValueError, TypeError, KeyError) as e:
-                raise ValueError(f"corrupt normalizer statistics in {meta_path}: {e}") from None
+                self.check_env(vec)
+            except ValueError as e:
+                if isinstance(env, str):
+                    vec.close()
+                raise ValueError(f"cannot use the model in {path} on this env: {e}") from None
+            self.env = vec
+            self.hp.num_envs = vec.num_envs
+            self.env_id = env_id or self.env_id
+        self._make_normalizer()
+        with field("normalizer"):
+            data = meta.get("normalizer")
+            if data is not None and not isinstance(data, dict):
+                raise ValueError(f"expected an object, got {type(data).__name__}")
+            if self.normalizer.active:
+                if not data:
+                    raise ValueError("missing, but normalize_obs or normalize_reward is on")
+                self.normalizer.load_json(data, self.observation_space.shape)
         return self
+
+
+def read_metadata(meta_path):
+    """`ppo.json` as a dict, checked to be unstable_ppo's and not newer than this version reads.
+
+    Anything else is a one-line `ValueError` naming the file.
+    """
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read model metadata {meta_path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:  # bad JSON or text (UnicodeDecodeError is a ValueError)
+        raise ValueError(f"corrupt model metadata {meta_path}: {_one_line(e)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != "unstable_ppo":
+        raise ValueError(f"corrupt model metadata {meta_path}: not an unstable_ppo metadata file")
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"corrupt model metadata {meta_path}: format_version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{os.path.dirname(meta_path) or '.'} was saved in format version {version}, newer than this "
+            f"unstable_ppo ({__version__}) reads ({FORMAT_VERSION}): upgrade unstable_ppo"
+        )
+    return meta
+
+
+def _load_actor_critic(model_path):
+    """The ActorCritic in a `.keras` file, deserialized in Keras's safe mode (no Python code, no pickle)."""
+    if not zipfile.is_zipfile(model_path):
+        raise ValueError(f"corrupt or foreign model file {model_path}: not a .keras (zip) archive, "
+                         f"or a truncated one")
+    try:
+        model = keras.models.load_model(
+            model_path, custom_objects={"ActorCritic": ActorCritic}, safe_mode=True
+        )
+    except Exception as e:  # Keras raises many types for a bad archive
+        raise ValueError(f"corrupt or foreign model file {model_path}: {_one_line(e)}") from None
+    if not isinstance(model, ActorCritic):
+        raise ValueError(f"{model_path} holds a {type(model).__name__}, not an unstable_ppo ActorCritic")
+    return model
+
+
+@contextlib.contextmanager
+def _metadata_field(meta_path, name):
+    """Turn any error while reading field `name` of `ppo.json` into one line naming the file and field."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+        raise ValueError(f"corrupt model metadata {meta_path}: bad {name}: {_one_line(e)}") from None
+
+
+def _one_line(error):
+    if isinstance(error, KeyError) and error.args:
+        return f"{error.args[0]!r} is missing"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _jsonable(state):

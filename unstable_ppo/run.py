@@ -175,7 +175,7 @@ class Run:
     # -- before anything is written: settle and check every flag ----------------
 
     def settle_flags(self):
-        from unstable_ppo.checkpoint import has_checkpoint
+        from unstable_ppo.checkpoint import LATEST, dangling_link, has_checkpoint
 
         f = self.flags
         if f.resume and f.overwrite:
@@ -187,6 +187,10 @@ class Run:
         self.saved = None
         if f.resume:
             if not existing:
+                latest = os.path.join(self.model_root, LATEST)
+                if dangling_link(latest) is not None:
+                    raise UsageError(f"--resume: broken checkpoint link {latest}: it points to "
+                                     f"{dangling_link(latest)}, which does not exist")
                 raise UsageError(f"--resume: no checkpoint to resume in {self.model_root}")
             self.saved = self._read_saved_run()
             saved_flags = self.saved.get("flags", {})
@@ -233,14 +237,29 @@ class Run:
                 raise UsageError(f"--vec_env=ale needs an Atari env id, not {f.env_id!r}")
 
     def _read_saved_run(self):
+        """The runner's record in the latest checkpoint's ppo.json, checked before anything is written."""
         from unstable_ppo.checkpoint import LATEST
+        from unstable_ppo.ppo import read_metadata
 
         path = os.path.join(self.model_root, LATEST, "ppo.json")
         try:
-            with open(path) as fh:
-                return json.load(fh).get("run", {})
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--resume: unreadable checkpoint metadata {path}: {e}") from None
+            saved = read_metadata(path).get("run") or {}
+            problem = None
+            if not isinstance(saved, dict):
+                problem = "'run' is not an object"
+            elif not isinstance(saved.get("flags", {}), dict):
+                problem = "'run.flags' is not an object"
+            elif not isinstance(saved.get("evaluations", []), list):
+                problem = "'run.evaluations' is not a list"
+            elif not (saved.get("best_mean_return") is None or
+                      (isinstance(saved["best_mean_return"], (int, float)) and
+                       not isinstance(saved["best_mean_return"], bool))):
+                problem = "'run.best_mean_return' is not a number"
+            if problem:
+                raise ValueError(f"corrupt model metadata {path}: {problem}")
+        except ValueError as e:
+            raise UsageError(f"--resume: {e}") from None
+        return saved
 
     def hyperparameters(self):
         f = self.flags
