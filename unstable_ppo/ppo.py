@@ -580,6 +580,27 @@ class PPO:
             "lengths": lengths,
         }
 
+    def set_env(self, env):
+        """Train a loaded model on `env` (an id, a `gym.Env` or a `VectorEnv` with the model's spaces).
+
+        The number of envs may differ from the saved run's; the next `learn` starts
+        from a fresh reset of `env`.
+        """
+        vec, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
+        try:
+            self.check_env(vec)
+        except ValueError:
+            if isinstance(env, str):
+                vec.close()
+            raise
+        self.env = vec
+        self.hp.num_envs = vec.num_envs
+        self.env_id = env_id or self.env_id
+        self._last_obs = None
+        normalizer = getattr(self, "normalizer", None)
+        if normalizer is not None and len(normalizer.returns) != vec.num_envs:
+            normalizer.returns = np.zeros(vec.num_envs, np.float64)  # per-env discounted returns start afresh
+
     def check_env(self, env):
         """Raise a one-line error if `env` does not fit this model's spaces."""
         obs_space = getattr(env, "single_observation_space", env.observation_space)
@@ -714,16 +735,10 @@ class PPO:
                 if rng_state.get("bit_generator") == type(self.rng.bit_generator).__name__:
                     self.rng.bit_generator.state = rng_state
         if env is not None:
-            vec, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
             try:
-                self.check_env(vec)
+                self.set_env(env)
             except ValueError as e:
-                if isinstance(env, str):
-                    vec.close()
                 raise ValueError(f"cannot use the model in {path} on this env: {e}") from None
-            self.env = vec
-            self.hp.num_envs = vec.num_envs
-            self.env_id = env_id or self.env_id
         self._make_normalizer()
         with field("normalizer"):
             data = meta.get("normalizer")

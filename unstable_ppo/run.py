@@ -295,11 +295,17 @@ class Run:
         except (ValueError, UsageError):
             self.eval_env.close()
             raise
+        if f.resume:  # a damaged checkpoint is reported before any env or file is made
+            try:
+                self.ppo = PPO.load(os.path.join(self.model_root, LATEST))
+            except (ValueError, FileNotFoundError):
+                self.eval_env.close()
+                raise
         env = make_vec_env(f.env_id, f.num_envs, f.vec_env, monitor_dir=self.monitor_dir,
                            training=True, monitor_append=f.resume, max_env_restarts=f.max_env_restarts,
                            env_timeout=f.env_timeout)
         if f.resume:
-            self.ppo = PPO.load(os.path.join(self.model_root, LATEST), env=env)
+            self.ppo.set_env(env)
             self.best_mean_return = self.saved.get("best_mean_return")
             self.evaluations = list(self.saved.get("evaluations", []))
         else:
