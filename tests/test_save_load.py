@@ -138,3 +138,23 @@ def test_env_with_other_spaces_is_refused(tmp_path):
     with pytest.raises(ValueError, match="action space .* does not match"):
         cartpole_obs = gym.make("CartPole-v1").observation_space
         loaded.evaluate(SpaceEnv(cartpole_obs, spaces.Discrete(3)), n_episodes=1)
+
+
+def test_set_env_trains_a_loaded_model_on_another_number_of_envs(tmp_path):
+    ppo = PPO("Pendulum-v1", seed=0, num_envs=2, num_steps=16, batch_size=16, normalize_reward=True)
+    ppo.learn(32)
+    ppo.save(str(tmp_path / "m"))
+    loaded = PPO.load(str(tmp_path / "m"))
+    assert loaded.env is None
+    loaded.set_env("Pendulum-v1")
+    assert loaded.env.num_envs == 2 and loaded.normalizer.returns.shape == (2,)
+    from unstable_ppo.envs import make_vec_env
+
+    loaded.set_env(make_vec_env("Pendulum-v1", 3))
+    assert loaded.hp.num_envs == 3 and loaded.normalizer.returns.shape == (3,)
+    loaded.learn(3 * 16 * 2, reset_num_timesteps=False)
+    assert loaded.num_updates == 2 and loaded.num_timesteps == 32 + 3 * 16  # the update count continues
+    with pytest.raises(ValueError, match="observation space"):
+        loaded.set_env("CartPole-v1")
+    loaded.env.close()
+    ppo.env.close()
