@@ -195,7 +195,10 @@ def env_raises(workdir, backend=None, vec_env="sync", failures=5):
     logdir = os.path.join(workdir, "run")
     budget = os.path.join(workdir, "fault_budget")
     rc, err = run(logdir, f"--env_id={FAULTY_ENV}", f"--vec_env={vec_env}", f"--max_env_restarts={failures}",
-                  env={"FAULT_RAISE_EVERY": "50", "FAULT_BUDGET": f"{budget}:{failures}"}, backend=backend)
+                  env={"FAULT_RAISE_EVERY": "50", "FAULT_BUDGET": f"{budget}:{failures}",
+                       # async workers step in parallel: one failing env makes one failure event
+                       **({"FAULT_RAISE_ENV": "1"} if vec_env == "async" else {})},
+                  backend=backend)
     with open(os.path.join(logdir, "training.log")) as f:
         warnings = re.findall(r"env \d failed during step \(env \d: RuntimeError: injected failure", f.read())
     ok = rc == 0 and len(warnings) == failures and "Traceback" not in err
