@@ -149,6 +149,7 @@ def kill_and_resume(workdir, rng, backend=None, during_save=False):
                      time.monotonic() - t0)
     os.killpg(proc.pid, signal.SIGKILL)
     finish(proc)
+    partial = _save_in_progress(model_root)  # the kill left a half-written checkpoint behind
     logged = logged_updates(logdir)
     try:
         meta = saved_meta(logdir)
@@ -184,7 +185,7 @@ def kill_and_resume(workdir, rng, backend=None, during_save=False):
                   if os.path.islink(os.path.join(model_root, n))}]
     if leftovers:
         problems.append(f"stale checkpoint files left: {leftovers}")
-    detail = (f"killed after update {logged}, resumed from {saved_updates}"
+    detail = (f"killed after update {logged}{' mid-save' if partial else ''}, resumed from {saved_updates}"
               + (": " + "; ".join(problems) if problems else ""))
     return Trial(kind, bool(problems), detail, time.monotonic() - t0)
 
