@@ -94,6 +94,13 @@ class Hyperparameters:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "clip_range", "clip_range_vf", "max_grad_norm", "target_kl", "gamma", "gae_lambda",
+                     "ent_coef", "vf_coef", "kl_target", "init_beta", "eta_kl", "eta", "reward_scale",
+                     "log_std_init"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float, np.number))
+                                          and not isinstance(value, bool) and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         for name in ("lr", "clip_range"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")

@@ -90,6 +90,7 @@ flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar and a summary ever
 
 FLAGS = flags.FLAGS
 
+MAX_SEED = 2_000_000_000
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Flags a resumed run keeps: changing them would change the model, its envs or its training.
 _FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size", "lr", "anneal_lr", "gamma",
@@ -209,6 +210,16 @@ class Run:
             )
         if self.config_file and not f.resume:
             apply_defaults(f, read_flagfile(self.config_file), self.config_file)
+        if f.seed is not None and not 0 <= f.seed <= MAX_SEED:  # seed + i seeds env i: keep it an int32
+            raise UsageError(f"seed must be in [0, {MAX_SEED}], got {f.seed}")
+        if f.eval_seed is not None and not 0 <= f.eval_seed <= MAX_SEED:
+            raise UsageError(f"eval_seed must be in [0, {MAX_SEED}], got {f.eval_seed}")
+        for name in ("logging", "model_dir", "monitor_dir"):
+            if not getattr(f, name).strip():
+                raise UsageError(f"--{name} must name a path inside the logdir, got an empty one")
+        if len({os.path.normpath(self.log_file), os.path.normpath(self.model_root),
+                os.path.normpath(self.monitor_dir)}) < 3:
+            raise UsageError("--logging, --model_dir and --monitor_dir must be three different paths")
         for name in ("log_interval", "eval_episodes"):
             if getattr(f, name) <= 0:
                 raise UsageError(f"{name} must be a positive integer, got {getattr(f, name)}")
