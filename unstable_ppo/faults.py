@@ -83,8 +83,7 @@ class SupervisedVectorEnv(VectorWrapper):
         self.max_restarts = max_restarts
         self.timeout = timeout
         self.restarts = 0
-        self._last_obs = None
-        self._seed = None
+        self._last_obs = None  # with copy=False a buffer of the env's: the failing step may have half-filled it
         # gymnasium reports a worker's error as three warnings, one a full traceback; the
         # one-line warning of `_failed` says the same, so keep the console readable.
         warnings.filterwarnings(
@@ -93,7 +92,6 @@ class SupervisedVectorEnv(VectorWrapper):
         )
 
     def reset(self, *, seed=None, options=None):
-        self._seed = seed
         try:
             obs, info = self._reset(seed=seed, options=options)
         except Exception as e:
