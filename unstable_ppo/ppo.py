@@ -130,6 +130,11 @@ class Hyperparameters:
             )
         if any(int(h) <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes!r}")
+        try:
+            keras.activations.get(self.activation)
+        except (ValueError, TypeError):
+            raise ValueError(f"unknown activation {self.activation!r}: use a Keras activation name "
+                             f"such as tanh or relu") from None
         for name in ("kl_target", "init_beta", "reward_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")

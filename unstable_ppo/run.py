@@ -59,6 +59,9 @@ flags.DEFINE_float("max_grad_norm", 0.5, "Global gradient-norm clip.")
 flags.DEFINE_float("target_kl", None, "Stop the epochs of an update once approx KL exceeds this.")
 flags.DEFINE_bool("shared_net", None, "Share the torso between policy and value (default: CNN yes, MLP no).")
 flags.DEFINE_bool("force_mlp", False, "Use the MLP even for image observations.")
+flags.DEFINE_list("hidden_sizes", ["64", "64"], "MLP layer sizes, comma-separated.")
+flags.DEFINE_string("activation", "tanh", "MLP activation: a Keras activation name (tanh, relu, ...).")
+flags.DEFINE_float("log_std_init", 0.0, "Box actions: the Gaussian's initial log-std.")
 # The first seed's options (README: "Algorithm options").
 flags.DEFINE_bool("use_kl_loss", False, "Adaptive KL-penalty loss instead of the clipped surrogate.")
 flags.DEFINE_float("kl_target", 0.01, "KL loss: the KL(old || new) per update that beta is servoed to.")
@@ -95,7 +98,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Flags a resumed run keeps: changing them would change the model, its envs or its training.
 _FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size", "lr", "anneal_lr", "gamma",
                     "gae_lambda", "clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm",
-                    "target_kl", "shared_net", "force_mlp", "vec_env", "use_kl_loss", "kl_target",
+                    "target_kl", "shared_net", "force_mlp", "hidden_sizes", "activation", "log_std_init", "vec_env", "use_kl_loss", "kl_target",
                     "init_beta", "eta_kl", "eta", "nn_std", "reward_transform", "reward_scale",
                     "normalize_reward", "normalize_obs")
 # Flags that say where a run is, or how to start it; never taken from a saved run.
@@ -279,12 +282,20 @@ class Run:
             lr=f.lr, anneal_lr=f.anneal_lr, gamma=f.gamma, gae_lambda=f.gae_lambda,
             clip_range=f.clip_range, clip_range_vf=f.clip_range_vf, ent_coef=f.ent_coef, vf_coef=f.vf_coef,
             max_grad_norm=f.max_grad_norm, target_kl=f.target_kl, shared_net=f.shared_net,
-            net="mlp" if f.force_mlp else "auto", vectorization_mode=f.vec_env,
+            net="mlp" if f.force_mlp else "auto", hidden_sizes=self._hidden_sizes(), activation=f.activation,
+            log_std_init=f.log_std_init, vectorization_mode=f.vec_env,
             use_kl_loss=f.use_kl_loss, kl_target=f.kl_target, init_beta=f.init_beta, eta_kl=f.eta_kl,
             eta=f.eta,
             nn_std=f.nn_std, reward_transform=f.reward_transform, reward_scale=f.reward_scale,
             normalize_reward=f.normalize_reward, normalize_obs=f.normalize_obs,
         )
+
+    def _hidden_sizes(self):
+        try:
+            return tuple(int(h) for h in self.flags.hidden_sizes)
+        except ValueError:
+            raise UsageError(f"--hidden_sizes must be comma-separated integers, got "
+                             f"{','.join(self.flags.hidden_sizes)!r}") from None
 
     # -- the run ------------------------------------------------------------------
 
