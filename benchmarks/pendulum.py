@@ -16,7 +16,6 @@ sampled actions outside the Box (what the env receives clipped), and Gaussian me
 """
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -148,6 +147,9 @@ def main():
         return run_job(args.job, args.seeds[0], args.timesteps, args.eta)
 
     sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from cartpole import machine
+
     jobs = [(v, s) for s in args.seeds for v in args.variants]
     results, failures = [], []
     for i, (variant, seed) in enumerate(jobs, 1):
@@ -160,9 +162,8 @@ def main():
         results.append(result)
         print(f"[{i}/{len(jobs)}] {variant} seed {seed}: eval {result['eval_mean']:.1f}, "
               f"{result['learn_s']:.0f} s", file=sys.stderr, flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor() or "?")
-    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    info = machine()
+    cpu, date = info["cpu"], info["date"]
     print(f"\n## {ENV_ID}, {args.timesteps} steps, backend {args.backend}, seeds "
           f"{' '.join(map(str, args.seeds))}, eta {args.eta} in clipped+eta\n")
     print(table(results, args.variants))

@@ -401,8 +401,8 @@ class Run:
 
         start = time.perf_counter()
         steps_before = ppo.num_timesteps
-        warnings = logging.getLogger("unstable_ppo")  # env restarts and the like, into training.log too
-        warnings.addHandler(log.handlers[0])
+        library_log = logging.getLogger("unstable_ppo")  # env restarts and the like, into training.log too
+        library_log.addHandler(log.handlers[0])
         try:
             with stop:
                 try:
@@ -431,7 +431,7 @@ class Run:
             log.info("error: %s", e)
             raise RunFailed(str(e)) from e
         finally:
-            warnings.removeHandler(log.handlers[0])
+            library_log.removeHandler(log.handlers[0])
             tensorboard.close()
 
     def final_report(self):
