@@ -206,6 +206,9 @@ def test_fit_runs_the_same_train_step():
         (dict(lr=-1e-3), "lr must be > 0"),
         (dict(gamma=1.5), "gamma must be in (0, 1]"),
         (dict(target_kl=0), "target_kl must be > 0"),
+        (dict(lr=float("inf")), "lr must be a finite number"),
+        (dict(log_std_init=float("nan")), "log_std_init must be a finite number"),
+        (dict(activation="bogus"), "unknown activation 'bogus'"),
     ],
 )
 def test_bad_arguments_fail_before_training(kwargs, message):

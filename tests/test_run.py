@@ -193,6 +193,8 @@ def test_top_level_run_py_is_the_same_runner(tmp_path):
         (["--resume", "--overwrite"], "contradict"),
         (["--vec_env=ale"], "needs an Atari env id"),
         (["--eval_interval=-1"], "eval_interval must be >= 0"),
+        (["--hidden_sizes=64,x"], "--hidden_sizes must be comma-separated integers"),
+        (["--activation=bogus"], "unknown activation 'bogus'"),
         (["--eval_max_steps=0"], "eval_max_steps must be a positive integer"),
     ],
 )
