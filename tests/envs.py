@@ -24,3 +24,33 @@ class SpaceEnv(gym.Env):
         first = np.ravel(np.asarray(action, np.float64))[0] if np.ndim(action) else float(action)
         reward = float(first > 0)
         return self.observation_space.sample(), reward, False, self.t >= self.episode_length, {}
+
+
+class CueEnv(gym.Env):
+    """A memory test: a ±1 cue shows on the first observation only; the last action must name it.
+
+    Observation `[cue or 0, steps left / length]`; reward 1 for action `cue > 0` on the last
+    of `length` steps, 0 otherwise. A policy without memory can only guess (return 0.5).
+    """
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length=4):
+        self.length = length
+
+    def _obs(self):
+        cue = self.cue if self.t == 0 else 0.0
+        return np.array([cue, (self.length - self.t) / self.length], np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cue = float(self.np_random.choice([-1.0, 1.0]))
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        last = self.t >= self.length
+        reward = float(last and int(action) == int(self.cue > 0))
+        return self._obs(), reward, last, False, {}

@@ -3,6 +3,8 @@
 __version__ = "0.1.0"
 __all__ = ["PPO", "__version__"]
 
+from unstable_ppo import memory_tasks  # noqa: E402,F401  registers CartPoleNoVel-v1, PendulumNoVel-v1 (no Keras import)
+
 
 def __getattr__(name):
     # Importing PPO imports Keras, which fixes the backend for the process; the

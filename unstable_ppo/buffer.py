@@ -32,10 +32,20 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lamb
 
 
 class RolloutBuffer:
-    """Preallocated `[num_steps, num_envs]` arrays, refilled every rollout."""
+    """Preallocated `[num_steps, num_envs]` arrays, refilled every rollout.
 
-    def __init__(self, num_steps, num_envs, obs_shape, obs_dtype, action_shape, action_dtype):
+    A recurrent policy's rollout (`state_size` > 0) also keeps the LSTM state each step
+    was acted from and whether the state was zeroed before it (`episode_starts`); its
+    training batch is laid out env by env, so that every run of `sequence_length`
+    consecutive rows is one env's steps, in order, inside this rollout.
+    """
+
+    def __init__(self, num_steps, num_envs, obs_shape, obs_dtype, action_shape, action_dtype, state_size=0):
         shape = (num_steps, num_envs)
+        self.state_size = state_size
+        if state_size:
+            self.states = np.zeros(shape + (state_size,), np.float32)
+            self.episode_starts = np.zeros(shape, np.float32)
         self.obs = np.zeros(shape + tuple(obs_shape), obs_dtype)
         self.actions = np.zeros(shape + tuple(action_shape), action_dtype)
         self.log_probs = np.zeros(shape, np.float32)
@@ -61,9 +71,15 @@ class RolloutBuffer:
         )
 
     def training_batch(self):
-        """The rollout flattened to rows, keyed as `losses.ppo_loss` expects."""
-        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
-        return {
+        """The rollout flattened to rows, keyed as `losses.ppo_loss` expects.
+
+        Row `t * num_envs + env`; for a recurrent rollout, row `env * num_steps + t`.
+        """
+        if self.state_size:
+            flat = lambda a: np.swapaxes(a, 0, 1).reshape((-1,) + a.shape[2:])  # noqa: E731
+        else:
+            flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+        batch = {
             "obs": flat(self.obs),
             "actions": flat(self.actions),
             "old_log_prob": flat(self.log_probs),
@@ -72,3 +88,22 @@ class RolloutBuffer:
             "returns": flat(self.returns),
             "mask": flat(self.mask),
         }
+        if self.state_size:
+            batch["states"] = flat(self.states)
+            batch["episode_starts"] = flat(self.episode_starts)
+        return batch
+
+
+def sequence_minibatches(rng, num_rows, sequence_length, batch_size):
+    """Row indices `(num_minibatches, batch_size)` made of whole, shuffled sequences.
+
+    Rows `[k * sequence_length, (k + 1) * sequence_length)` are sequence k; a minibatch
+    holds `batch_size // sequence_length` of them, each in time order. As for rows,
+    a remainder that fills no minibatch is left out, a different one each epoch.
+    """
+    num_sequences = num_rows // sequence_length
+    per_minibatch = batch_size // sequence_length
+    count = num_sequences // per_minibatch
+    chosen = rng.permutation(num_sequences)[: count * per_minibatch]
+    rows = chosen[:, None] * sequence_length + np.arange(sequence_length)
+    return rows.reshape(count, per_minibatch * sequence_length)

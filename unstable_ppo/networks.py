@@ -1,7 +1,13 @@
 """The network zoo: observation encoders, torsos and the actor-critic model.
 
-    obs -> ObservationEncoder -> torso (MLP | Nature CNN) -> policy head -> distribution params
-                                 torso (own or shared)    -> value head  -> V(s)
+    obs -> ObservationEncoder -> torso (MLP | Nature CNN) [-> LSTM] -> policy head -> distribution params
+                                 torso (own or shared)    [-> LSTM] -> value head  -> V(s)
+
+With `recurrent=True` an LSTM sits between each torso and its head (one LSTM shared
+by both heads by default). Recurrent models take `(obs, state, episode_starts)`:
+rows ordered sequence by sequence, `sequence_length` steps each, the state zeroed
+before every step that starts an episode — in acting (sequences of one step) and in
+training alike, so both compute the same thing.
 
 Orthogonal initialisation with the gains of the PPO reference code: sqrt(2) in the
 torso, 0.01 on the policy head (near-uniform first policy), 1 on the value head.
@@ -123,6 +129,40 @@ def nature_cnn_torso(seeds, name):
     )
 
 
+def _lstm_cell(units, seeds, name):
+    """An LSTM cell, orthogonal kernels (gain 1) drawn by numpy, forget-gate bias 1."""
+    return layers.LSTMCell(
+        units,
+        kernel_initializer=SeededOrthogonal(1.0, seed=next(seeds)),
+        recurrent_initializer=SeededOrthogonal(1.0, seed=next(seeds)),
+        unit_forget_bias=True,
+        name=name,
+    )
+
+
+def run_lstm(cell, features, h, c, episode_starts):
+    """Unroll `cell` over `features` (batch, time, F) from state `(h, c)`.
+
+    The input projection of every step is one matmul up front; only the recurrent one
+    stays in the loop. Before step t the state is zeroed where `episode_starts[:, t]`
+    is 1. Returns the outputs (batch, time, units) and the final `(h, c)`.
+    """
+    steps = features.shape[1]
+    batch_dims = ops.shape(features)[:2]
+    z_inputs = ops.matmul(ops.reshape(features, (-1, features.shape[-1])), cell.kernel) + cell.bias
+    z_inputs = ops.reshape(z_inputs, (batch_dims[0], steps, 4 * cell.units))
+    outputs = []
+    for t in range(steps):
+        keep = 1.0 - episode_starts[:, t : t + 1]
+        h, c = h * keep, c * keep
+        z = z_inputs[:, t] + ops.matmul(h, cell.recurrent_kernel)
+        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)  # Keras's gate order
+        c = cell.recurrent_activation(z_f) * c + cell.recurrent_activation(z_i) * cell.activation(z_c)
+        h = cell.recurrent_activation(z_o) * cell.activation(c)
+        outputs.append(h)
+    return ops.stack(outputs, axis=1), h, c
+
+
 @keras.saving.register_keras_serializable(package="unstable_ppo")
 class ActorCritic(Trainer, keras.Model):
     """Policy and value networks in one Keras model, trained by the PPO `train_step`.
@@ -130,6 +170,11 @@ class ActorCritic(Trainer, keras.Model):
     `call(obs)` returns `(flat_params, value)`: the distribution parameters the
     action distribution is built from, and V(obs). Gaussian policies carry a
     state-independent `log_std` variable unless `nn_std` asks the head for it.
+
+    A recurrent model's `call((obs, state, episode_starts), sequence_length=L)` also
+    returns the state after each sequence. `state` is one float array per row,
+    `[h, c]` (or `[h_pi, c_pi, h_vf, c_vf]` with separate LSTMs), `state_size` wide;
+    only the first row of each sequence is read.
     """
 
     def __init__(
@@ -142,6 +187,9 @@ class ActorCritic(Trainer, keras.Model):
         shared_net=None,
         nn_std=False,
         log_std_init=0.0,
+        recurrent=False,
+        hidden_layer_size=128,
+        shared_lstm=True,
         seed=None,
         **kwargs,
     ):
@@ -158,6 +206,17 @@ class ActorCritic(Trainer, keras.Model):
             raise ValueError(f"unknown net {net!r}: use 'auto', 'mlp' or 'cnn'")
         if net == "cnn" and not is_image_space(observation_space):
             raise ValueError("net='cnn' needs image observations (uint8 Box with 3 axes)")
+        self.recurrent = bool(recurrent)
+        self.hidden_layer_size = int(hidden_layer_size)
+        self.shared_lstm = bool(shared_lstm)
+        if self.recurrent:
+            if self.hidden_layer_size <= 0:
+                raise ValueError(f"hidden_layer_size must be a positive integer, got {hidden_layer_size!r}")
+            if self.shared_lstm and shared_net is False:
+                raise ValueError("a shared LSTM needs a shared torso: drop shared_net=False, "
+                                 "or pass shared_lstm=False for separate policy and value networks")
+            if self.shared_lstm:
+                shared_net = True
         if shared_net is None:  # the CNN is shared, as in the Atari reference; MLPs are not
             shared_net = net == "cnn"
         self.observation_space = observation_space
@@ -193,6 +252,13 @@ class ActorCritic(Trainer, keras.Model):
         )
         self.policy_head = _dense(n_params * (2 if self.nn_std else 1), 0.01, seeds, name="policy_head")
         self.value_head = _dense(1, 1.0, seeds, name="value_head")
+        self.state_size = 0
+        if self.recurrent:
+            self.policy_lstm = _lstm_cell(self.hidden_layer_size, seeds, "lstm" if self.shared_lstm else "policy_lstm")
+            self.value_lstm = self.policy_lstm if self.shared_lstm else _lstm_cell(
+                self.hidden_layer_size, seeds, "value_lstm")
+            self.state_size = 2 * self.hidden_layer_size * (1 if self.shared_lstm else 2)
+        self.sequence_length = 1  # of training sequences; `compile` sets it
         if self.continuous and not self.nn_std:
             self.log_std = self.add_weight(
                 shape=(n_params,),
@@ -212,19 +278,60 @@ class ActorCritic(Trainer, keras.Model):
         for torso in {id(t): t for t in (self.policy_torso, self.value_torso)}.values():
             torso.build(x)
             h = torso.compute_output_shape(x)
+        if self.recurrent:
+            for cell in {id(c): c for c in (self.policy_lstm, self.value_lstm)}.values():
+                cell.build(h)
+            h = (h[0], self.hidden_layer_size)
         self.policy_head.build(h)
         self.value_head.build(h)
         self.built = True
 
-    def call(self, obs, training=False):
+    def call(self, inputs, training=False, sequence_length=1):
+        if self.recurrent:
+            obs, state, episode_starts = inputs
+        else:
+            obs = inputs
         x = self.encoder(obs)
         h_pi = self.policy_torso(x)
         h_vf = h_pi if self.shared_net else self.value_torso(x)
+        if self.recurrent:
+            h_pi, h_vf, state = self._recurrent_step(h_pi, h_vf, state, episode_starts, sequence_length)
         params = self.policy_head(h_pi)
         if self.continuous and not self.nn_std:
             log_std = ops.broadcast_to(self.log_std, ops.shape(params))
             params = ops.concatenate([params, log_std], axis=-1)
-        return params, self.value_head(h_vf)[:, 0]
+        value = self.value_head(h_vf)[:, 0]
+        return (params, value, state) if self.recurrent else (params, value)
+
+    def _recurrent_step(self, h_pi, h_vf, state, episode_starts, sequence_length):
+        """Torso features of sequence-major rows -> LSTM outputs of the same rows, and the final states."""
+        L, H = int(sequence_length), self.hidden_layer_size
+
+        def sequences(x):
+            return ops.reshape(x, (-1, L, x.shape[-1]))
+
+        starts = ops.reshape(ops.cast(episode_starts, "float32"), (-1, L))
+        first = sequences(ops.cast(state, "float32"))[:, 0]  # the state each sequence starts from
+        out_pi, h, c = run_lstm(self.policy_lstm, sequences(h_pi), first[:, :H], first[:, H : 2 * H], starts)
+        final = [h, c]
+        if self.shared_lstm:
+            out_vf = out_pi
+        else:
+            out_vf, h, c = run_lstm(self.value_lstm, sequences(h_vf), first[:, 2 * H : 3 * H], first[:, 3 * H :],
+                                    starts)
+            final += [h, c]
+        rows = lambda x: ops.reshape(x, (-1, H))  # noqa: E731
+        return rows(out_pi), rows(out_vf), ops.concatenate(final, axis=-1)
+
+    def initial_state(self, batch_size):
+        """The zero LSTM state of `batch_size` envs, as numpy."""
+        return np.zeros((batch_size, self.state_size), np.float32)
+
+    def model_inputs(self, batch):
+        """What `call` takes from a training batch (its columns, as `losses.ppo_loss` names them)."""
+        if self.recurrent:
+            return (batch["obs"], batch["states"], batch["episode_starts"])
+        return batch["obs"]
 
     @property
     def obs_dtype(self):
@@ -236,19 +343,23 @@ class ActorCritic(Trainer, keras.Model):
     def distribution(self, flat_params):
         return make_distribution(self.action_space, flat_params)
 
-    def act(self, obs, noise, deterministic=False):
+    def act(self, obs, noise, deterministic=False, state=None, episode_starts=None):
         """The acting step every backend compiles, packed into one float array.
 
-        Row layout: `[action (action_size), value, log_prob]` — one device-to-host
-        copy per step instead of three.
+        Row layout: `[action (action_size), value, log_prob]`, then a recurrent model's
+        next state (`state_size`) — one device-to-host copy per step instead of several.
         """
-        params, value = self(obs)
+        if self.recurrent:
+            params, value, state = self((obs, state, episode_starts))
+        else:
+            params, value = self(obs)
         dist = self.distribution(params)
         action = dist.mode() if deterministic else dist.sample(noise)
         flat_action = ops.reshape(ops.cast(action, "float32"), (ops.shape(obs)[0], -1))
-        return ops.concatenate(
-            [flat_action, value[:, None], dist.log_prob(action)[:, None]], axis=-1
-        )
+        packed = [flat_action, value[:, None], dist.log_prob(action)[:, None]]
+        if self.recurrent:
+            packed.append(state)
+        return ops.concatenate(packed, axis=-1)
 
     # -- compile / serialization ------------------------------------------------
 
@@ -261,11 +372,16 @@ class ActorCritic(Trainer, keras.Model):
             return
         super().load_own_variables(store)
 
-    def compile(self, optimizer=None, loss_config=None, **kwargs):
-        """Keras `compile`, plus the PPO objective's coefficients (`LossConfig`)."""
+    def compile(self, optimizer=None, loss_config=None, sequence_length=None, **kwargs):
+        """Keras `compile`, plus the PPO objective's coefficients (`LossConfig`).
+
+        `sequence_length`: a recurrent model's training sequences (`timestep_size`).
+        """
         if isinstance(loss_config, dict):
             loss_config = LossConfig(**loss_config)
         self.loss_config = loss_config or LossConfig()
+        if sequence_length is not None:
+            self.sequence_length = int(sequence_length)
         if optimizer is None:
             optimizer = keras.optimizers.Adam(learning_rate=3e-4, epsilon=1e-5, global_clipnorm=0.5)
         super().compile(optimizer=optimizer, **kwargs)
@@ -276,11 +392,13 @@ class ActorCritic(Trainer, keras.Model):
         config = super().get_compile_config()
         if config:
             config["loss_config"] = dict(vars(self.loss_config))
+            config["sequence_length"] = self.sequence_length
         return config
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
-        self.compile(optimizer=config["optimizer"], loss_config=config.get("loss_config"))
+        self.compile(optimizer=config["optimizer"], loss_config=config.get("loss_config"),
+                     sequence_length=config.get("sequence_length"))
 
     def get_config(self):
         return {
@@ -293,5 +411,8 @@ class ActorCritic(Trainer, keras.Model):
             "shared_net": self.shared_net,
             "nn_std": self.nn_std,
             "log_std_init": self.log_std_init,
+            "recurrent": self.recurrent,
+            "hidden_layer_size": self.hidden_layer_size,
+            "shared_lstm": self.shared_lstm,
             "seed": self.seed,
         }

@@ -31,7 +31,7 @@ from gymnasium.vector import AutoresetMode
 
 from unstable_ppo import __version__
 from unstable_ppo.backend import BACKEND
-from unstable_ppo.buffer import RolloutBuffer
+from unstable_ppo.buffer import RolloutBuffer, sequence_minibatches
 from unstable_ppo.envs import as_vector_env, autoreset_mode
 from unstable_ppo.faults import check_finite, check_finite_logs, check_finite_weights
 from unstable_ppo.distributions import make_distribution
@@ -77,6 +77,11 @@ class Hyperparameters:
     shared_net: bool | None = None
     nn_std: bool = False
     log_std_init: float = 0.0
+    # Recurrent PPO: an LSTM between torso and heads, trained on sequences of timestep_size steps.
+    recurrent: bool = False
+    hidden_layer_size: int = 128
+    shared_lstm: bool = True
+    timestep_size: int = 16
     vectorization_mode: str = "sync"
     # The first seed's options (see the README, "Algorithm options").
     use_kl_loss: bool = False
@@ -90,7 +95,7 @@ class Hyperparameters:
     normalize_obs: bool = False
 
     def validate(self):
-        for name in ("num_envs", "num_steps", "num_epochs", "batch_size"):
+        for name in ("num_envs", "num_steps", "num_epochs", "batch_size", "hidden_layer_size", "timestep_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -128,6 +133,16 @@ class Hyperparameters:
                 f"batch_size {self.batch_size} is larger than the rollout "
                 f"(num_envs * num_steps = {rollout})"
             )
+        if self.recurrent:
+            if self.num_steps % self.timestep_size:
+                raise ValueError(f"timestep_size {self.timestep_size} does not divide num_steps {self.num_steps}: "
+                                 f"training sequences must tile each env's rollout")
+            if self.batch_size % self.timestep_size:
+                raise ValueError(f"batch_size {self.batch_size} is not a multiple of timestep_size "
+                                 f"{self.timestep_size}: minibatches are made of whole sequences")
+            if self.shared_lstm and self.shared_net is False:
+                raise ValueError("a shared LSTM needs a shared torso: drop shared_net=False, "
+                                 "or pass shared_lstm=False for separate policy and value networks")
         if any(int(h) <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes!r}")
         try:
@@ -217,6 +232,9 @@ class PPO:
                 shared_net=self.hp.shared_net,
                 nn_std=self.hp.nn_std,
                 log_std_init=self.hp.log_std_init,
+                recurrent=self.hp.recurrent,
+                hidden_layer_size=self.hp.hidden_layer_size,
+                shared_lstm=self.hp.shared_lstm,
                 seed=seed,
             )
             self.model.kl_beta.assign(self.hp.init_beta)
@@ -243,6 +261,7 @@ class PPO:
                 eta_kl=hp.eta_kl,
                 eta=hp.eta,
             ),
+            sequence_length=hp.timestep_size if hp.recurrent else 1,
         )
 
     def _make_normalizer(self):
@@ -286,6 +305,22 @@ class PPO:
             return actions.reshape((-1, *space.shape)).astype(space.dtype) + space.start
         return actions.reshape((-1, *space.shape)).astype(space.dtype)
 
+    def make_buffer(self):
+        """An empty `RolloutBuffer` for this PPO's rollouts."""
+        hp = self.hp
+        return RolloutBuffer(hp.num_steps, hp.num_envs, self.observation_space.shape, self._obs_dtype(),
+                             *self._action_layout(), state_size=self.model.state_size)
+
+    @property
+    def recurrent(self):
+        return self.model.recurrent
+
+    def initial_state(self, n=1):
+        """The LSTM state to start `n` episodes from, for `predict(obs, state, episode_start)`."""
+        if not self.recurrent:
+            raise ValueError("initial_state: this model is not recurrent")
+        return self.model.initial_state(n)
+
     def _draw_noise(self, shape):
         if self.model.continuous:
             return self.rng.standard_normal(shape, dtype=np.float32)
@@ -301,6 +336,9 @@ class PPO:
         obs, _ = self.env.reset(seed=seed)
         self._last_obs = np.asarray(obs, self._obs_dtype())  # raw: normalized when used
         self._last_done = np.zeros(self.hp.num_envs, bool)
+        # Recurrent acting: the state each env acts from next, and whether to zero it first.
+        self._last_state = self.model.initial_state(self.hp.num_envs)
+        self._last_starts = np.ones(self.hp.num_envs, np.float32)
         self.normalizer.observe_obs(self._last_obs)
 
     def collect_rollout(self, buffer):
@@ -312,17 +350,23 @@ class PPO:
         T, N = self.hp.num_steps, self.hp.num_envs
         norm = self.normalizer
         act = self.model.make_act_function()
+        recurrent = self.recurrent
+        state, starts = self._last_state, self._last_starts
         noise = self._draw_noise((T, N, self.model.noise_size))
         next_step = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
         obs_dtype = self._obs_dtype()
         check_obs = np.dtype(obs_dtype).kind == "f"  # pixels (uint8) cannot be NaN
         obs, last_done = self._last_obs, self._last_done
-        final_obs, final_rows = [], []
+        final_obs, final_rows, final_states = [], [], []
         buffer.final_value_set[:] = False
         buffer.next_values[:] = 0.0
         for t in range(T):
             buffer.obs[t] = norm.obs(obs)
-            actions, values, log_probs = act(buffer.obs[t], noise[t])
+            if recurrent:
+                buffer.states[t], buffer.episode_starts[t] = state, starts
+                actions, values, log_probs, state = act(buffer.obs[t], noise[t], state, starts)
+            else:
+                actions, values, log_probs = act(buffer.obs[t], noise[t])
             actions = self._from_model_actions(actions)
             buffer.actions[t] = actions
             buffer.values[t] = values
@@ -339,6 +383,10 @@ class PPO:
             rewards = transform_reward(rewards, self.hp.reward_transform, self.hp.reward_scale)
             buffer.rewards[t] = norm.scale_rewards(rewards, terminated | truncated, live)
             buffer.terminated[t] = terminated
+            if recurrent:
+                # Zero the state before an episode's first observation: the next row after
+                # a done (SAME_STEP), or the row after the reset row (NEXT_STEP).
+                starts = (terminated | truncated | (last_done if next_step else False)).astype(np.float32)
             last_done = terminated | truncated
             buffer.dones[t] = last_done
             if last_done.any():
@@ -348,10 +396,17 @@ class PPO:
                     for i in np.flatnonzero(truncated & ~terminated):
                         final_obs.append(info["final_obs"][i])
                         final_rows.append((t, i))
+                        if recurrent:
+                            final_states.append(state[i])  # the episode's state after its last step
         self._last_obs, self._last_done = obs, last_done
-        last_values = act(norm.obs(obs), noise[0])[1]
+        if recurrent:
+            self._last_state, self._last_starts = state, starts
+            last_values = act(norm.obs(obs), noise[0], state, starts)[1]
+        else:
+            last_values = act(norm.obs(obs), noise[0])[1]
         if final_obs:
-            values = self._values(norm.obs(np.asarray(final_obs, obs_dtype)))
+            values = self._values(norm.obs(np.asarray(final_obs, obs_dtype)),
+                                  np.asarray(final_states) if recurrent else None)
             for (t, i), v in zip(final_rows, values):
                 buffer.next_values[t, i] = v
         if not next_step:
@@ -359,21 +414,28 @@ class PPO:
         buffer.finish(last_values, self.hp.gamma, self.hp.gae_lambda)
         return T * N
 
-    def _values(self, obs):
+    def _values(self, obs, states=None):
         """V(obs) for a few observations, through the rollout's own compiled acting call.
 
         Padded to `num_envs` rows so no new shape is compiled; the sampled actions
-        are discarded.
+        are discarded. A recurrent model continues from `states` (no episode start).
         """
         N = self.hp.num_envs
         act = self.model.make_act_function()
+
+        def padded(x):
+            out = np.zeros((N, *x.shape[1:]), x.dtype)
+            out[: len(x)] = x
+            return out
+
         out = []
+        noise = np.full((N, self.model.noise_size), 0.5, np.float32)
         for start in range(0, len(obs), N):
             chunk = obs[start : start + N]
-            padded = np.zeros((N, *chunk.shape[1:]), chunk.dtype)
-            padded[: len(chunk)] = chunk
-            noise = np.full((N, self.model.noise_size), 0.5, np.float32)
-            out.append(act(padded, noise)[1][: len(chunk)])
+            inputs = (padded(chunk), noise)
+            if states is not None:
+                inputs += (padded(states[start : start + N]), np.zeros(N, np.float32))
+            out.append(act(*inputs)[1][: len(chunk)])
         return np.concatenate(out)
 
     def _record_episodes(self, info):
@@ -400,15 +462,19 @@ class PPO:
         hp = self.hp
         numpy_batch = buffer.training_batch()
         if hp.use_kl_loss:
-            numpy_batch["old_params"] = self._policy_params(numpy_batch["obs"])
+            numpy_batch["old_params"] = self._policy_params(numpy_batch)
         batch = self.model.prepare_batch(numpy_batch)  # to the device once, not per epoch
         rows = hp.num_envs * hp.num_steps
         num_minibatches = rows // hp.batch_size
         update_epoch = self.model.make_update_function()
         epoch_logs = []
         for _ in range(hp.num_epochs):
-            perm = self.rng.permutation(rows)[: num_minibatches * hp.batch_size]
-            epoch_logs.append(update_epoch(batch, perm.reshape(num_minibatches, hp.batch_size)))
+            if self.recurrent:  # whole env sequences, never mixing envs or crossing the rollout
+                indices = sequence_minibatches(self.rng, rows, hp.timestep_size, hp.batch_size)
+            else:
+                indices = self.rng.permutation(rows)[: num_minibatches * hp.batch_size]
+                indices = indices.reshape(num_minibatches, hp.batch_size)
+            epoch_logs.append(update_epoch(batch, indices))
             if hp.use_kl_loss:
                 kl = self._rollout_kl(numpy_batch)
                 if kl > 4.0 * hp.kl_target:
@@ -424,17 +490,23 @@ class PPO:
             logs.update(kl=kl, kl_beta=beta, lr_multiplier=self.lr_multiplier)
         return logs
 
-    def _policy_params(self, obs, chunk=4096):
-        """The policy head's output (distribution parameters) for rollout observations, as numpy."""
-        out = [
-            keras.ops.convert_to_numpy(self.model(obs[i : i + chunk])[0]) for i in range(0, len(obs), chunk)
-        ]
+    def _policy_params(self, batch, chunk=4096):
+        """The policy head's output (distribution parameters) for a rollout's rows, as numpy.
+
+        Recurrent rows are run as the training sequences are, so chunks hold whole sequences.
+        """
+        chunk -= chunk % self.model.sequence_length
+        keys = ("obs", "states", "episode_starts") if self.recurrent else ("obs",)
+        out = []
+        for i in range(0, len(batch["obs"]), chunk):
+            part = {k: batch[k][i : i + chunk] for k in keys}
+            out.append(keras.ops.convert_to_numpy(self.model.batch_outputs(part)[0]))
         return np.concatenate(out).astype(np.float32)
 
     def _rollout_kl(self, batch):
         """Mean KL(old || current) of the action distributions over the rollout's valid rows."""
         old = make_distribution(self.action_space, keras.ops.convert_to_tensor(batch["old_params"]))
-        new_params = keras.ops.convert_to_tensor(self._policy_params(batch["obs"]))
+        new_params = keras.ops.convert_to_tensor(self._policy_params(batch))
         new = make_distribution(self.action_space, new_params)
         kl = keras.ops.convert_to_numpy(old.kl(new))
         mask = batch["mask"] > 0
@@ -456,10 +528,7 @@ class PPO:
         rollout = hp.num_envs * hp.num_steps
         num_updates = math.ceil(total_timesteps / rollout)
         first_update = 0 if reset_num_timesteps else min(self.num_updates, num_updates)
-        buffer = RolloutBuffer(
-            hp.num_steps, hp.num_envs, self.observation_space.shape, self._obs_dtype(),
-            *self._action_layout(),
-        )
+        buffer = self.make_buffer()
         if self._last_obs is None:
             self._reset()
         bar = None
@@ -514,8 +583,18 @@ class PPO:
 
     # -- using a policy ----------------------------------------------------------
 
-    def predict(self, obs, deterministic=True):
-        """Actions for one observation or a batch of them, in the env's format."""
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        """Actions for one observation or a batch of them, in the env's format.
+
+        A recurrent model needs the LSTM state too (`initial_state(n)` to begin) and
+        `episode_start` (true where an episode begins: the state is zeroed there, default
+        all false); it returns `(actions, next_state)`.
+        """
+        if self.recurrent and state is None:
+            raise ValueError("this model is recurrent: pass state= (ppo.initial_state(n) to start) and "
+                             "episode_start=; predict then returns (actions, next_state)")
+        if not self.recurrent and (state is not None or episode_start is not None):
+            raise ValueError("this model is not recurrent: it takes no state or episode_start")
         obs = np.asarray(obs, self._obs_dtype())
         single = obs.shape == tuple(self.observation_space.shape)
         if single:
@@ -527,8 +606,21 @@ class PPO:
             )
         act = self.model.make_act_function(deterministic=deterministic)
         noise = self._draw_noise((len(obs), self.model.noise_size))
-        actions = self._to_env_actions(self._from_model_actions(act(self.normalizer.obs(obs), noise)[0]))
-        return actions[0] if single else actions
+        if not self.recurrent:
+            actions = self._to_env_actions(self._from_model_actions(act(self.normalizer.obs(obs), noise)[0]))
+            return actions[0] if single else actions
+        state = np.asarray(state, np.float32)
+        given_shape = state.shape
+        if single and state.ndim == 1:
+            state = state[None]
+        if state.shape != (len(obs), self.model.state_size):
+            raise ValueError(f"state has shape {given_shape}; this model needs ({len(obs)}, "
+                             f"{self.model.state_size}) for {len(obs)} observation(s)")
+        starts = np.zeros(len(obs), np.float32) if episode_start is None else (
+            np.asarray(episode_start, np.float32).reshape(len(obs)))
+        packed_actions, _, _, next_state = act(self.normalizer.obs(obs), noise, state, starts)
+        actions = self._to_env_actions(self._from_model_actions(packed_actions))
+        return (actions[0] if single else actions), next_state.reshape(given_shape)
 
     def evaluate(self, env=None, n_episodes=10, deterministic=True, seed=None, max_episode_steps=None):
         """Play `n_episodes` whole episodes; returns `{"mean_return", "std_return", "returns", "lengths"}`.
@@ -567,10 +659,19 @@ class PPO:
             seed = self.seed + 10_000
         obs, _ = vec.reset(seed=seed)
         act = self.model.make_act_function(deterministic=deterministic)
+        if self.recurrent:
+            state, starts = self.model.initial_state(n), np.ones(n, np.float32)
         while (done_count < targets).any():
             obs = self.normalizer.obs(np.asarray(obs, self._obs_dtype()))  # frozen statistics
-            actions = self._from_model_actions(act(obs, self._draw_noise((n, self.model.noise_size)))[0])
+            noise = self._draw_noise((n, self.model.noise_size))
+            if self.recurrent:
+                packed_actions, _, _, state = act(obs, noise, state, starts)
+            else:
+                packed_actions = act(obs, noise)[0]
+            actions = self._from_model_actions(packed_actions)
             obs, rewards, terminated, truncated, info = vec.step(self._to_env_actions(actions))
+            if self.recurrent:  # as in the rollout: zero the state before each episode's first step
+                starts = (terminated | truncated | reset_row).astype(np.float32)
             live = ~reset_row
             if "env_restarted" in info:  # episodes cut by an env failure do not count
                 live &= ~info["env_restarted"]
@@ -719,6 +820,13 @@ class PPO:
                 setattr(self, attribute, space)
         with field("hyperparameters"):
             self.hp.check_spaces(self.observation_space, self.action_space)
+            for name in ("recurrent", "hidden_layer_size", "shared_lstm"):
+                if self.hp.recurrent and getattr(self.hp, name) != getattr(model, name):
+                    raise ValueError(f"{name}={getattr(self.hp, name)!r} does not match the model's "
+                                     f"{getattr(model, name)!r} in {model_path}")
+            if self.hp.recurrent != model.recurrent:
+                raise ValueError(f"recurrent={self.hp.recurrent!r} does not match the model's "
+                                 f"{model.recurrent!r} in {model_path}")
         with field("env_id"):
             self.env_id = meta.get("env_id")
             if self.env_id is not None and not isinstance(self.env_id, str):

@@ -62,6 +62,12 @@ flags.DEFINE_bool("force_mlp", False, "Use the MLP even for image observations."
 flags.DEFINE_list("hidden_sizes", ["64", "64"], "MLP layer sizes, comma-separated.")
 flags.DEFINE_string("activation", "tanh", "MLP activation: a Keras activation name (tanh, relu, ...).")
 flags.DEFINE_float("log_std_init", 0.0, "Box actions: the Gaussian's initial log-std.")
+flags.DEFINE_bool("recurrent", False, "An LSTM between the torso and the policy and value heads (recurrent PPO).")
+flags.DEFINE_integer("hidden_layer_size", 128, "Recurrent: LSTM units.")
+flags.DEFINE_integer("timestep_size", 16, "Recurrent: steps per training sequence; must divide --num_steps and "
+                     "--batch_size.")
+flags.DEFINE_bool("shared_lstm", True, "Recurrent: one LSTM (and torso) for policy and value; "
+                  "--noshared_lstm gives each its own.")
 # The first seed's options (README: "Algorithm options").
 flags.DEFINE_bool("use_kl_loss", False, "Adaptive KL-penalty loss instead of the clipped surrogate.")
 flags.DEFINE_float("kl_target", 0.01, "KL loss: the KL(old || new) per update that beta is servoed to.")
@@ -98,8 +104,9 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Flags a resumed run keeps: changing them would change the model, its envs or its training.
 _FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size", "lr", "anneal_lr", "gamma",
                     "gae_lambda", "clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm",
-                    "target_kl", "shared_net", "force_mlp", "hidden_sizes", "activation", "log_std_init", "vec_env", "use_kl_loss", "kl_target",
-                    "init_beta", "eta_kl", "eta", "nn_std", "reward_transform", "reward_scale",
+                    "target_kl", "shared_net", "force_mlp", "hidden_sizes", "activation", "log_std_init",
+                    "recurrent", "hidden_layer_size", "timestep_size", "shared_lstm", "vec_env", "use_kl_loss",
+                    "kl_target", "init_beta", "eta_kl", "eta", "nn_std", "reward_transform", "reward_scale",
                     "normalize_reward", "normalize_obs")
 # Flags that say where a run is, or how to start it; never taken from a saved run.
 _PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "logdir", "rank", "env_id",
@@ -284,6 +291,8 @@ class Run:
             max_grad_norm=f.max_grad_norm, target_kl=f.target_kl, shared_net=f.shared_net,
             net="mlp" if f.force_mlp else "auto", hidden_sizes=self._hidden_sizes(), activation=f.activation,
             log_std_init=f.log_std_init, vectorization_mode=f.vec_env,
+            recurrent=f.recurrent, hidden_layer_size=f.hidden_layer_size, timestep_size=f.timestep_size,
+            shared_lstm=f.shared_lstm,
             use_kl_loss=f.use_kl_loss, kl_target=f.kl_target, init_beta=f.init_beta, eta_kl=f.eta_kl,
             eta=f.eta,
             nn_std=f.nn_std, reward_transform=f.reward_transform, reward_scale=f.reward_scale,
@@ -320,7 +329,11 @@ class Run:
         if f.resume:  # a damaged checkpoint is reported before any env or file is made
             try:
                 self.ppo = PPO.load(os.path.join(self.model_root, LATEST))
-            except (ValueError, FileNotFoundError):
+                if f["recurrent"].present and f.recurrent != self.ppo.recurrent:
+                    raise UsageError(f"--{'' if f.recurrent else 'no'}recurrent: the checkpoint in "
+                                     f"{os.path.join(self.model_root, LATEST)} holds a "
+                                     f"{'non-' if f.recurrent else ''}recurrent model")
+            except (ValueError, FileNotFoundError, UsageError):
                 self.eval_env.close()
                 raise
         env = make_vec_env(f.env_id, f.num_envs, f.vec_env, monitor_dir=self.monitor_dir,

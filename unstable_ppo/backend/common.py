@@ -16,11 +16,16 @@ class TrainerBase:
         it in a `StatelessScope`, torch passes it as a trace input, TensorFlow reads the
         variable.
         """
-        params, values = outputs
+        params, values = outputs[:2]  # a recurrent model's final state is not part of the loss
         return ppo_loss(self.action_space, params, values, batch, self.loss_config, kl_beta=self.kl_beta)
 
+    def batch_outputs(self, batch, training=False):
+        """The model's outputs on a training batch: rows, or sequences of `sequence_length` rows."""
+        return self(self.model_inputs(batch), training=training, sequence_length=self.sequence_length)
+
     def batch_keys(self):
-        return batch_keys(self.loss_config)
+        keys = batch_keys(self.loss_config)
+        return keys + ("states", "episode_starts") if self.recurrent else keys
 
     def log_keys(self):
         return log_keys(self.action_space, self.loss_config)
@@ -37,17 +42,30 @@ class TrainerBase:
     def make_act_function(self, deterministic=False):
         """`act(obs, noise) -> (actions, values, log_probs)` as numpy, with the current weights.
 
-        The rollout makes it once and calls it every step; the compiled function
-        behind it is built on first use and cached.
+        A recurrent model's is `act(obs, noise, state, episode_starts) -> (actions, values,
+        log_probs, next_state)`. The rollout makes it once and calls it every step; the
+        compiled function behind it is built on first use and cached.
         """
         compiled = self._compiled_act(deterministic)
-        action_size = self.action_size
+        a = self.action_size
 
-        def act(obs, noise):
-            packed = compiled(obs, noise)
-            return packed[:, :action_size], packed[:, action_size], packed[:, action_size + 1]
+        if self.recurrent:
+            def act(obs, noise, state, episode_starts):
+                packed = compiled(obs, noise, state, np.asarray(episode_starts, np.float32))
+                return packed[:, :a], packed[:, a], packed[:, a + 1], packed[:, a + 2:]
+        else:
+            def act(obs, noise):
+                packed = compiled(obs, noise)
+                return packed[:, :a], packed[:, a], packed[:, a + 1]
 
         return act
+
+    def act_input_specs(self):
+        """(shape without the batch axis, dtype) of each acting input after `obs`."""
+        specs = [((self.noise_size,), "float32")]
+        if self.recurrent:
+            specs += [((self.state_size,), "float32"), ((), "float32")]
+        return specs
 
     def reset_compiled_functions(self):
         """Drop cached acting/update functions (after `compile`, or new loss settings)."""

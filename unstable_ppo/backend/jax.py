@@ -10,7 +10,8 @@ from unstable_ppo.backend.common import TrainerBase, mean_logs
 
 class JAXTrainer(TrainerBase):
     def _loss_and_updates(self, trainable, non_trainable, batch):
-        outputs, updated = self.stateless_call(trainable, non_trainable, batch["obs"], training=True)
+        outputs, updated = self.stateless_call(trainable, non_trainable, self.model_inputs(batch), training=True,
+                                               sequence_length=self.sequence_length)
         # β is a non-trainable variable: under jit it must come from the state, not the trace.
         with keras.StatelessScope(state_mapping=list(zip(self.non_trainable_variables, non_trainable))):
             loss, logs = self.ppo_loss(batch, outputs)
@@ -76,8 +77,8 @@ class JAXTrainer(TrainerBase):
     def _compiled_act(self, deterministic):
         if deterministic not in self._act_functions:
             self._act_functions[deterministic] = jax.jit(
-                lambda trainable, non_trainable, obs, noise: self._stateless_act(
-                    trainable, non_trainable, obs, noise, deterministic
+                lambda trainable, non_trainable, *inputs: self._stateless_act(
+                    trainable, non_trainable, inputs, deterministic
                 )
             )
         compiled = self._act_functions[deterministic]
@@ -87,15 +88,16 @@ class JAXTrainer(TrainerBase):
         first = self._variable_lists()[0][0]
         weights = [self._state(parts=2)]
 
-        def act(obs, noise):
+        def act(obs, *inputs):
             if first.value is not weights[0][0][0]:
                 weights[0] = self._state(parts=2)
-            return np.asarray(compiled(*weights[0], obs, noise))
+            return np.asarray(compiled(*weights[0], obs, *inputs))
 
         return act
 
-    def _stateless_act(self, trainable, non_trainable, obs, noise, deterministic):
+    def _stateless_act(self, trainable, non_trainable, inputs, deterministic):
+        obs, noise, *state = inputs
         mapping = list(zip(self.trainable_variables, trainable))
         mapping += list(zip(self.non_trainable_variables, non_trainable))
         with keras.StatelessScope(state_mapping=mapping):
-            return self.act(obs, noise, deterministic)
+            return self.act(obs, noise, deterministic, *state)

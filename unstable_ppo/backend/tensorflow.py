@@ -12,7 +12,7 @@ class TensorFlowTrainer(TrainerBase):
     def train_step(self, data):
         batch = self.unpack_batch(data)
         with tf.GradientTape() as tape:
-            loss, logs = self.ppo_loss(batch, self(batch["obs"], training=True))
+            loss, logs = self.ppo_loss(batch, self.batch_outputs(batch, training=True))
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return logs
@@ -41,17 +41,17 @@ class TensorFlowTrainer(TrainerBase):
 
     def _compiled_act(self, deterministic):
         if deterministic not in self._act_functions:
-            obs_spec = tf.TensorSpec((None, *self.observation_space.shape), self.obs_dtype)
-            noise_spec = tf.TensorSpec((None, self.noise_size), tf.float32)
+            specs = [tf.TensorSpec((None, *self.observation_space.shape), self.obs_dtype)]
+            specs += [tf.TensorSpec((None, *shape), dtype) for shape, dtype in self.act_input_specs()]
             concrete = tf.function(
-                lambda obs, noise: self.act(obs, noise, deterministic)
-            ).get_concrete_function(obs_spec, noise_spec)
+                lambda obs, noise, *state: self.act(obs, noise, deterministic, *state)
+            ).get_concrete_function(*specs)
             self._act_functions[deterministic] = _fast_call(concrete)
         return self._act_functions[deterministic]
 
 
 def _fast_call(concrete):
-    """`f(obs, noise) -> numpy` for a concrete function, skipping its argument binding.
+    """`f(obs, noise, ...) -> numpy` for a concrete function, skipping its argument binding.
 
     TensorFlow spends ~450 µs per call of even a tiny function; ~120 µs of that is
     Python that matches arguments to the signature. `_call_flat` takes the flat
@@ -59,16 +59,16 @@ def _fast_call(concrete):
     call and not used if it disagrees or is gone.
     """
 
-    def public(obs, noise):
-        return concrete(tf.convert_to_tensor(obs), tf.convert_to_tensor(noise)).numpy()
+    def public(*inputs):
+        return concrete(*[tf.convert_to_tensor(x) for x in inputs]).numpy()
 
     call_flat = getattr(concrete, "_call_flat", None)
     if call_flat is None:
         return public
     captured = concrete.captured_inputs
 
-    def flat(obs, noise):
-        out = call_flat([tf.convert_to_tensor(obs), tf.convert_to_tensor(noise)], captured)
+    def flat(*inputs):
+        out = call_flat([tf.convert_to_tensor(x) for x in inputs], captured)
         return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
 
     probe = [

@@ -28,7 +28,7 @@ class TorchTrainer(TrainerBase):
 
     def train_step(self, data):
         batch = tree.map_structure(ops.convert_to_tensor, self.unpack_batch(data))
-        loss, logs = self.ppo_loss(batch, self(batch["obs"], training=True))
+        loss, logs = self.ppo_loss(batch, self.batch_outputs(batch, training=True))
         variables = self.trainable_variables
         self._apply_gradients(loss, variables, [v.value for v in variables])
         return logs
@@ -50,7 +50,7 @@ class TorchTrainer(TrainerBase):
                 mapping = list(zip(variables, weights)) + list(zip(constants, values))
                 with keras.StatelessScope(state_mapping=mapping):
                     batch = dict(zip(keys, minibatch))
-                    loss, logs = self.ppo_loss(batch, self(batch["obs"], training=True))
+                    loss, logs = self.ppo_loss(batch, self.batch_outputs(batch, training=True))
                 return loss, tuple(logs[k] for k in log_keys)
 
             def update(batch, indices):
@@ -76,25 +76,25 @@ class TorchTrainer(TrainerBase):
     def _compiled_act(self, deterministic):
         traces = self._act_functions.setdefault(deterministic, {})
 
-        def act(trainable, non_trainable, obs, noise):
+        def act(trainable, non_trainable, obs, noise, *state):
             mapping = list(zip(self.trainable_variables, trainable))
             mapping += list(zip(self.non_trainable_variables, non_trainable))
             with keras.StatelessScope(state_mapping=mapping):
-                return self.act(obs, noise, deterministic)
+                return self.act(obs, noise, deterministic, *state)
 
         with torch.no_grad():
             trainable = tuple(v.value.detach() for v in self.trainable_variables)
             non_trainable = tuple(v.value.detach() for v in self.non_trainable_variables)
 
-        def call(obs, noise):
-            obs, noise = torch.as_tensor(obs), torch.as_tensor(noise)
+        def call(*inputs):
+            inputs = tuple(torch.as_tensor(x) for x in inputs)
             with torch.no_grad():
                 # A trace bakes in shapes: keep one per batch size.
-                traced = traces.get(obs.shape[0])
+                traced = traces.get(inputs[0].shape[0])
                 if traced is None:
-                    traced = _trace(act, (trainable, non_trainable, obs, noise))
-                    traces[obs.shape[0]] = traced
-                return traced(trainable, non_trainable, obs, noise).numpy()
+                    traced = _trace(act, (trainable, non_trainable, *inputs))
+                    traces[inputs[0].shape[0]] = traced
+                return traced(trainable, non_trainable, *inputs).numpy()
 
         return call
 
