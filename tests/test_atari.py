@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -125,6 +126,25 @@ def test_a_short_breakout_run_saves_everything_play_needs(tmp_path):
     )
     assert play.returncode == 0, play.stderr[-3000:]
     assert play.stdout.strip().splitlines()[-1].endswith("episodes=1")
+
+
+def test_breakout_with_the_cnn_lstm_head_runs_through_the_runner(tmp_path):
+    backend = keras.backend.backend()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    logdir = tmp_path / "breakout_lstm"
+    proc = subprocess.run(
+        [sys.executable, "-m", "unstable_ppo.run", f"--env_id={GAME}", "--num_envs=2", "--num_steps=16",
+         "--batch_size=16", "--num_epochs=1", "--num_episodes=1", "--eval_episodes=1", "--eval_max_steps=50",
+         "--recurrent", "--timestep_size=8", "--hidden_layer_size=32", f"--backend={backend}",
+         f"--logdir={logdir}", "--verbose=0"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with zipfile.ZipFile(logdir / "model" / "latest" / "model.keras") as z:
+        config = json.loads(z.read("config.json"))["config"]
+    assert config["recurrent"] and config["net"] == "cnn" and config["hidden_layer_size"] == 32
+    metrics = json.loads((logdir / "metrics.json").read_text())
+    assert metrics["total_timesteps"] == 32 and metrics["backend"] == backend
 
 
 def test_a_model_played_on_an_env_with_other_spaces_is_a_one_line_error(tmp_path):

@@ -196,6 +196,10 @@ def test_top_level_run_py_is_the_same_runner(tmp_path):
         (["--hidden_sizes=64,x"], "--hidden_sizes must be comma-separated integers"),
         (["--activation=bogus"], "unknown activation 'bogus'"),
         (["--eval_max_steps=0"], "eval_max_steps must be a positive integer"),
+        (["--recurrent", "--num_steps=32", "--timestep_size=24"], "timestep_size 24 does not divide num_steps 32"),
+        (["--recurrent", "--batch_size=40", "--timestep_size=16"], "batch_size 40 is not a multiple of timestep_size"),
+        (["--recurrent", "--noshared_net"], "a shared LSTM needs a shared torso"),
+        (["--recurrent", "--hidden_layer_size=0"], "hidden_layer_size must be a positive integer"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
@@ -232,3 +236,27 @@ def test_play_on_a_bad_model_dir_is_a_one_line_error(tmp_path, damage):
     assert proc.returncode == 2
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_recurrent_run_on_a_memory_task_trains_resumes_and_plays(tmp_path):
+    backend = keras.backend.backend()
+    logdir = tmp_path / "novel"
+    common = ("--env_id=CartPoleNoVel-v1", "--num_envs=2", "--num_steps=16", "--batch_size=16", "--num_epochs=1",
+              "--eval_episodes=2", "--verbose=0", f"--backend={backend}", f"--logdir={logdir}")
+    proc = run(*common, "--recurrent", "--timestep_size=8", "--hidden_layer_size=16", "--num_episodes=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
+    assert saved["hyperparameters"]["recurrent"] and saved["hyperparameters"]["timestep_size"] == 8
+    assert saved["observation_space"]["shape"] == [2]
+    # A resumed run keeps its policy kind: --norecurrent is refused before anything is written.
+    proc = run(*common, "--resume", "--norecurrent", "--num_episodes=3")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --recurrent="), \
+        proc.stderr[-2000:]
+    proc = run(*common, "--resume", "--num_episodes=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((logdir / "metrics.json").read_text())["total_timesteps"] == 96
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    play = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={logdir / 'model'}",
+                           "--episodes=2"], env=env, capture_output=True, text=True, timeout=300)
+    assert play.returncode == 0, play.stderr[-3000:]
+    assert play.stdout.strip().splitlines()[-1].endswith("episodes=2")
