@@ -144,23 +144,29 @@ def run_lstm(cell, features, h, c, episode_starts):
     """Unroll `cell` over `features` (batch, time, F) from state `(h, c)`.
 
     The input projection of every step is one matmul up front; only the recurrent one
-    stays in the loop. Before step t the state is zeroed where `episode_starts[:, t]`
-    is 1. Returns the outputs (batch, time, units) and the final `(h, c)`.
+    runs in the time loop, an `ops.scan` (a Python loop unrolled into the graph compiles
+    for tens of seconds on XLA). Before step t the state is zeroed where
+    `episode_starts[:, t]` is 1. Returns the outputs (batch, time, units) and the final `(h, c)`.
     """
-    steps = features.shape[1]
-    batch_dims = ops.shape(features)[:2]
+    steps, units = features.shape[1], cell.units
     z_inputs = ops.matmul(ops.reshape(features, (-1, features.shape[-1])), cell.kernel) + cell.bias
-    z_inputs = ops.reshape(z_inputs, (batch_dims[0], steps, 4 * cell.units))
-    outputs = []
-    for t in range(steps):
-        keep = 1.0 - episode_starts[:, t : t + 1]
+    z_inputs = ops.transpose(ops.reshape(z_inputs, (-1, steps, 4 * units)), (1, 0, 2))  # time first
+    recurrent_kernel = cell.recurrent_kernel
+
+    def step(carry, inputs):
+        h, c = carry
+        z_input, start = inputs
+        keep = 1.0 - start[:, None]
         h, c = h * keep, c * keep
-        z = z_inputs[:, t] + ops.matmul(h, cell.recurrent_kernel)
+        z = z_input + ops.matmul(h, recurrent_kernel)
         z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)  # Keras's gate order
         c = cell.recurrent_activation(z_f) * c + cell.recurrent_activation(z_i) * cell.activation(z_c)
         h = cell.recurrent_activation(z_o) * cell.activation(c)
-        outputs.append(h)
-    return ops.stack(outputs, axis=1), h, c
+        # The per-step outputs mirror the carry: Keras's TensorFlow `scan` (3.15) assumes they match.
+        return (h, c), (h, c)
+
+    (h, c), (outputs, _) = ops.scan(step, (h, c), (z_inputs, ops.transpose(episode_starts)))
+    return ops.transpose(outputs, (1, 0, 2)), h, c
 
 
 @keras.saving.register_keras_serializable(package="unstable_ppo")
