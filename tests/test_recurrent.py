@@ -126,7 +126,9 @@ ACTION_SPACES = {
 @pytest.mark.parametrize("shared_lstm", [True, False])
 def test_ratio_is_one_on_the_first_minibatch(kind, shared_lstm):
     """Recomputing the states from each sequence's stored start state reproduces the acting log-probs."""
-    ppo = PPO(short_episode_env(3, action_space=ACTION_SPACES[kind]), seed=2, shared_lstm=shared_lstm, **SMALL)
+    # Separate LSTMs get dense layers after them too (lstm_head_sizes).
+    ppo = PPO(short_episode_env(3, action_space=ACTION_SPACES[kind]), seed=2, shared_lstm=shared_lstm,
+              lstm_head_sizes=() if shared_lstm else (8, 8), **SMALL)
     buffer = ppo.make_buffer()
     ppo._reset()
     ppo.collect_rollout(buffer)
@@ -154,12 +156,14 @@ def test_cnn_lstm_acts_and_trains_on_pixels():
 
 
 def test_save_load_round_trip_predicts_the_same_with_state(tmp_path):
-    ppo = PPO("CartPoleNoVel-v1", seed=0, shared_lstm=False, **{**SMALL, "batch_size": 24})
+    ppo = PPO("CartPoleNoVel-v1", seed=0, shared_lstm=False, hidden_sizes=(), lstm_head_sizes=(16,),
+              **{**SMALL, "batch_size": 24})
     ppo.learn(96)
     ppo.save(tmp_path / "m")
     loaded = PPO.load(tmp_path / "m")
     assert loaded.recurrent and loaded.model.state_size == 4 * SMALL["hidden_layer_size"]
     assert loaded.model.sequence_length == SMALL["timestep_size"] and loaded.hp == ppo.hp
+    assert loaded.model.lstm_head_sizes == (16,) and loaded.model.hidden_sizes == ()
     obs = np.random.default_rng(0).uniform(-0.2, 0.2, (5, 6, 2)).astype(np.float32)  # 6 steps of 5 envs
     outs = []
     for model in (ppo, loaded):
@@ -202,6 +206,8 @@ def test_recurrent_policy_remembers_a_cue():
         (dict(timestep_size=0), "timestep_size must be a positive integer"),
         (dict(hidden_layer_size=0), "hidden_layer_size must be a positive integer"),
         (dict(shared_net=False), "a shared LSTM needs a shared torso"),
+        (dict(lstm_head_sizes=(0,)), "lstm_head_sizes must be positive"),
+        (dict(recurrent=False, lstm_head_sizes=(8,)), "lstm_head_sizes applies to recurrent models only"),
     ],
 )
 def test_bad_recurrent_settings_are_one_line_errors(kwargs, message):

@@ -200,6 +200,8 @@ def test_top_level_run_py_is_the_same_runner(tmp_path):
         (["--recurrent", "--batch_size=40", "--timestep_size=16"], "batch_size 40 is not a multiple of timestep_size"),
         (["--recurrent", "--noshared_net"], "a shared LSTM needs a shared torso"),
         (["--recurrent", "--hidden_layer_size=0"], "hidden_layer_size must be a positive integer"),
+        (["--lstm_head_sizes=64"], "lstm_head_sizes applies to recurrent models only"),
+        (["--recurrent", "--lstm_head_sizes=64,y"], "--lstm_head_sizes must be comma-separated integers"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):

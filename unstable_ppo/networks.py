@@ -1,10 +1,11 @@
 """The network zoo: observation encoders, torsos and the actor-critic model.
 
-    obs -> ObservationEncoder -> torso (MLP | Nature CNN) [-> LSTM] -> policy head -> distribution params
-                                 torso (own or shared)    [-> LSTM] -> value head  -> V(s)
+    obs -> ObservationEncoder -> torso (MLP | Nature CNN) [-> LSTM -> MLP] -> policy head -> distribution params
+                                 torso (own or shared)    [-> LSTM -> MLP] -> value head  -> V(s)
 
 With `recurrent=True` an LSTM sits between each torso and its head (one LSTM shared
-by both heads by default). Recurrent models take `(obs, state, episode_starts)`:
+by both heads by default), optionally followed by dense layers of its own per head
+(`lstm_head_sizes`, as sb3-contrib's RecurrentPPO has after its LSTM). Recurrent models take `(obs, state, episode_starts)`:
 rows ordered sequence by sequence, `sequence_length` steps each, the state zeroed
 before every step that starts an episode — in acting (sequences of one step) and in
 training alike, so both compute the same thing.
@@ -196,6 +197,7 @@ class ActorCritic(Trainer, keras.Model):
         recurrent=False,
         hidden_layer_size=128,
         shared_lstm=True,
+        lstm_head_sizes=(),
         seed=None,
         **kwargs,
     ):
@@ -215,6 +217,9 @@ class ActorCritic(Trainer, keras.Model):
         self.recurrent = bool(recurrent)
         self.hidden_layer_size = int(hidden_layer_size)
         self.shared_lstm = bool(shared_lstm)
+        self.lstm_head_sizes = tuple(int(u) for u in lstm_head_sizes)
+        if self.lstm_head_sizes and not self.recurrent:
+            raise ValueError("lstm_head_sizes applies to recurrent models only")
         if self.recurrent:
             if self.hidden_layer_size <= 0:
                 raise ValueError(f"hidden_layer_size must be a positive integer, got {hidden_layer_size!r}")
@@ -264,6 +269,9 @@ class ActorCritic(Trainer, keras.Model):
             self.value_lstm = self.policy_lstm if self.shared_lstm else _lstm_cell(
                 self.hidden_layer_size, seeds, "value_lstm")
             self.state_size = 2 * self.hidden_layer_size * (1 if self.shared_lstm else 2)
+            # Dense layers after the LSTM, one stack per head even with a shared LSTM.
+            self.policy_lstm_head = mlp_torso(self.lstm_head_sizes, activation, seeds, "policy_lstm_head")
+            self.value_lstm_head = mlp_torso(self.lstm_head_sizes, activation, seeds, "value_lstm_head")
         self.sequence_length = 1  # of training sequences; `compile` sets it
         if self.continuous and not self.nn_std:
             self.log_std = self.add_weight(
@@ -288,6 +296,9 @@ class ActorCritic(Trainer, keras.Model):
             for cell in {id(c): c for c in (self.policy_lstm, self.value_lstm)}.values():
                 cell.build(h)
             h = (h[0], self.hidden_layer_size)
+            for head in (self.policy_lstm_head, self.value_lstm_head):
+                head.build(h)
+            h = self.policy_lstm_head.compute_output_shape(h)
         self.policy_head.build(h)
         self.value_head.build(h)
         self.built = True
@@ -302,6 +313,7 @@ class ActorCritic(Trainer, keras.Model):
         h_vf = h_pi if self.shared_net else self.value_torso(x)
         if self.recurrent:
             h_pi, h_vf, state = self._recurrent_step(h_pi, h_vf, state, episode_starts, sequence_length)
+            h_pi, h_vf = self.policy_lstm_head(h_pi), self.value_lstm_head(h_vf)
         params = self.policy_head(h_pi)
         if self.continuous and not self.nn_std:
             log_std = ops.broadcast_to(self.log_std, ops.shape(params))
@@ -420,5 +432,6 @@ class ActorCritic(Trainer, keras.Model):
             "recurrent": self.recurrent,
             "hidden_layer_size": self.hidden_layer_size,
             "shared_lstm": self.shared_lstm,
+            "lstm_head_sizes": list(self.lstm_head_sizes),
             "seed": self.seed,
         }

@@ -81,6 +81,7 @@ class Hyperparameters:
     recurrent: bool = False
     hidden_layer_size: int = 128
     shared_lstm: bool = True
+    lstm_head_sizes: tuple = ()
     timestep_size: int = 16
     vectorization_mode: str = "sync"
     # The first seed's options (see the README, "Algorithm options").
@@ -145,6 +146,10 @@ class Hyperparameters:
                                  "or pass shared_lstm=False for separate policy and value networks")
         if any(int(h) <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes!r}")
+        if any(int(h) <= 0 for h in self.lstm_head_sizes):
+            raise ValueError(f"lstm_head_sizes must be positive, got {self.lstm_head_sizes!r}")
+        if self.lstm_head_sizes and not self.recurrent:
+            raise ValueError("lstm_head_sizes applies to recurrent models only: add recurrent=True")
         try:
             keras.activations.get(self.activation)
         except (ValueError, TypeError):
@@ -175,6 +180,7 @@ class Hyperparameters:
     def to_json(self):
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
+        d["lstm_head_sizes"] = list(self.lstm_head_sizes)
         return d
 
 
@@ -192,6 +198,7 @@ class PPO:
             raise TypeError(f"unknown PPO argument(s): {', '.join(sorted(unknown))}")
         self.hp = Hyperparameters(**hyperparameters)
         self.hp.hidden_sizes = tuple(self.hp.hidden_sizes)
+        self.hp.lstm_head_sizes = tuple(self.hp.lstm_head_sizes)
         if isinstance(env, gym.vector.VectorEnv):
             self.hp.num_envs = env.num_envs
         elif isinstance(env, gym.Env):
@@ -235,6 +242,7 @@ class PPO:
                 recurrent=self.hp.recurrent,
                 hidden_layer_size=self.hp.hidden_layer_size,
                 shared_lstm=self.hp.shared_lstm,
+                lstm_head_sizes=self.hp.lstm_head_sizes,
                 seed=seed,
             )
             self.model.kl_beta.assign(self.hp.init_beta)
@@ -820,7 +828,7 @@ class PPO:
                 setattr(self, attribute, space)
         with field("hyperparameters"):
             self.hp.check_spaces(self.observation_space, self.action_space)
-            for name in ("recurrent", "hidden_layer_size", "shared_lstm"):
+            for name in ("recurrent", "hidden_layer_size", "shared_lstm", "lstm_head_sizes"):
                 if self.hp.recurrent and getattr(self.hp, name) != getattr(model, name):
                     raise ValueError(f"{name}={getattr(self.hp, name)!r} does not match the model's "
                                      f"{getattr(model, name)!r} in {model_path}")

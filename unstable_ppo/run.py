@@ -66,6 +66,8 @@ flags.DEFINE_bool("recurrent", False, "An LSTM between the torso and the policy 
 flags.DEFINE_integer("hidden_layer_size", 128, "Recurrent: LSTM units.")
 flags.DEFINE_integer("timestep_size", 16, "Recurrent: steps per training sequence; must divide --num_steps and "
                      "--batch_size.")
+flags.DEFINE_list("lstm_head_sizes", [], "Recurrent: dense layers (--activation) between the LSTM and each head, "
+                  "comma-separated.")
 flags.DEFINE_bool("shared_lstm", True, "Recurrent: one LSTM (and torso) for policy and value; "
                   "--noshared_lstm gives each its own.")
 # The first seed's options (README: "Algorithm options").
@@ -105,7 +107,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 _FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size", "lr", "anneal_lr", "gamma",
                     "gae_lambda", "clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm",
                     "target_kl", "shared_net", "force_mlp", "hidden_sizes", "activation", "log_std_init",
-                    "recurrent", "hidden_layer_size", "timestep_size", "shared_lstm", "vec_env", "use_kl_loss",
+                    "recurrent", "hidden_layer_size", "timestep_size", "shared_lstm", "lstm_head_sizes", "vec_env", "use_kl_loss",
                     "kl_target", "init_beta", "eta_kl", "eta", "nn_std", "reward_transform", "reward_scale",
                     "normalize_reward", "normalize_obs")
 # Flags that say where a run is, or how to start it; never taken from a saved run.
@@ -289,22 +291,22 @@ class Run:
             lr=f.lr, anneal_lr=f.anneal_lr, gamma=f.gamma, gae_lambda=f.gae_lambda,
             clip_range=f.clip_range, clip_range_vf=f.clip_range_vf, ent_coef=f.ent_coef, vf_coef=f.vf_coef,
             max_grad_norm=f.max_grad_norm, target_kl=f.target_kl, shared_net=f.shared_net,
-            net="mlp" if f.force_mlp else "auto", hidden_sizes=self._hidden_sizes(), activation=f.activation,
+            net="mlp" if f.force_mlp else "auto", hidden_sizes=self._sizes("hidden_sizes"), activation=f.activation,
             log_std_init=f.log_std_init, vectorization_mode=f.vec_env,
             recurrent=f.recurrent, hidden_layer_size=f.hidden_layer_size, timestep_size=f.timestep_size,
-            shared_lstm=f.shared_lstm,
+            shared_lstm=f.shared_lstm, lstm_head_sizes=self._sizes("lstm_head_sizes"),
             use_kl_loss=f.use_kl_loss, kl_target=f.kl_target, init_beta=f.init_beta, eta_kl=f.eta_kl,
             eta=f.eta,
             nn_std=f.nn_std, reward_transform=f.reward_transform, reward_scale=f.reward_scale,
             normalize_reward=f.normalize_reward, normalize_obs=f.normalize_obs,
         )
 
-    def _hidden_sizes(self):
+    def _sizes(self, name):
         try:
-            return tuple(int(h) for h in self.flags.hidden_sizes)
+            return tuple(int(h) for h in self.flags[name].value)
         except ValueError:
-            raise UsageError(f"--hidden_sizes must be comma-separated integers, got "
-                             f"{','.join(self.flags.hidden_sizes)!r}") from None
+            raise UsageError(f"--{name} must be comma-separated integers, got "
+                             f"{','.join(self.flags[name].value)!r}") from None
 
     # -- the run ------------------------------------------------------------------
 
