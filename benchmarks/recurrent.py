@@ -4,7 +4,7 @@ Two parts, each job in a fresh subprocess (the Keras backend is fixed at import)
 
 - `learn`: CartPoleNoVel-v1 (CartPole without its velocities) for 100k steps with the
   bundled flagfile's settings (`unstable_ppo/configs/CartPoleNoVel-v1.flags`), the
-  recurrent policy against the same settings with a feed-forward MLP, per backend and seed,
+  recurrent policy against the same settings with a feed-forward 64-64 MLP, per backend and seed,
   then 10 deterministic evaluation episodes. The MLP cannot see velocities: it should fail.
 - `speed`: training throughput with the issue's settings, the same for both libraries —
   8 envs x 128 steps, 4 epochs, minibatch 256, LSTM 128, separate actor and critic LSTMs
@@ -54,7 +54,8 @@ def learn_job(runner, seed, recurrent):
     from unstable_ppo import PPO
 
     hp, timesteps = flagfile_hyperparameters()
-    hp["recurrent"] = recurrent
+    if not recurrent:  # the same settings with a feed-forward 64-64 MLP in place of the LSTM and its head layers
+        hp.update(recurrent=False, hidden_sizes=(64, 64), lstm_head_sizes=())
     model = PPO(ENV_ID, seed=seed, **hp)
     start = time.perf_counter()
     model.learn(timesteps)

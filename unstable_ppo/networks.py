@@ -166,7 +166,11 @@ def run_lstm(cell, features, h, c, episode_starts):
         # The per-step outputs mirror the carry: Keras's TensorFlow `scan` (3.15) assumes they match.
         return (h, c), (h, c)
 
-    (h, c), (outputs, _) = ops.scan(step, (h, c), (z_inputs, ops.transpose(episode_starts)))
+    starts = ops.transpose(episode_starts)
+    if steps == 1:  # acting: no loop (a TensorFlow while_loop alone costs more than the step)
+        (h, c), _ = step((h, c), (z_inputs[0], starts[0]))
+        return h[:, None], h, c
+    (h, c), (outputs, _) = ops.scan(step, (h, c), (z_inputs, starts))
     return ops.transpose(outputs, (1, 0, 2)), h, c
 
 
