@@ -51,10 +51,12 @@ class GatherVectorEnv(VectorEnv):
 
     `make_workers[w]()` builds worker w's vector env (SAME_STEP autoreset) of the
     envs `indices[w]`; `make_probe()` builds one env in this process for the spaces
-    (it must write no files). `timeout` bounds every wait for a worker.
+    (it must write no files). `timeout` bounds every wait for a worker. The workers
+    start from a fork server, not a fork of this process: a fork of a process running
+    JAX's or TensorFlow's threads can deadlock.
     """
 
-    def __init__(self, make_workers, indices, make_probe, timeout=60.0, context=None):
+    def __init__(self, make_workers, indices, make_probe, timeout=60.0, context="forkserver"):
         self.indices = [list(block) for block in indices]
         self.num_envs = sum(len(block) for block in self.indices)
         self.timeout = timeout
@@ -77,7 +79,7 @@ class GatherVectorEnv(VectorEnv):
             parent, child = ctx.Pipe()
             process = ctx.Process(
                 target=_worker, name=f"gather-worker-{w}", daemon=True,
-                args=(CloudpickleWrapper(make), child, parent, self._shared_obs, block[0],
+                args=(CloudpickleWrapper(make), child, parent, self._shared_obs, block[0] - self.indices[0][0],
                       self.single_observation_space),
             )
             process.start()
@@ -93,15 +95,18 @@ class GatherVectorEnv(VectorEnv):
     def reset(self, *, seed=None, options=None):
         if isinstance(seed, (int, np.integer)):
             seed = [int(seed) + i for i in range(self.num_envs)]  # SyncVectorEnv's rule: env i gets seed + i
-        for pipe, block in zip(self.pipes, self.indices):
-            pipe.send(("reset", {"seed": None if seed is None else [seed[i] for i in block], "options": options}))
+        for w, block in enumerate(self.indices):
+            first = block[0] - self.indices[0][0]
+            chunk = None if seed is None else list(seed[first : first + len(block)])
+            self._send(w, ("reset", {"seed": chunk, "options": options}), "reset")
         infos = [self._receive(w, "reset") for w in range(len(self.workers))]
         return self._obs.copy(), self._merge_infos(infos)
 
     def step(self, actions):
         actions = np.asarray(actions) if not isinstance(actions, (tuple, dict)) else actions
-        for pipe, block in zip(self.pipes, self.indices):
-            pipe.send(("step", actions[block[0] : block[-1] + 1]))
+        for w, block in enumerate(self.indices):
+            first = block[0] - self.indices[0][0]
+            self._send(w, ("step", actions[first : first + len(block)]), "step")
         results = [self._receive(w, "step") for w in range(len(self.workers))]
         rewards = np.concatenate([r[0] for r in results])
         terminated = np.concatenate([r[1] for r in results])
@@ -126,18 +131,30 @@ class GatherVectorEnv(VectorEnv):
 
     # -- plumbing --------------------------------------------------------------------
 
+    def _envs(self, w):
+        block = self.indices[w]
+        return f"envs {block[0]}-{block[-1]}" if len(block) > 1 else f"env {block[0]}"
+
+    def _died(self, w, during):
+        self.workers[w].join(timeout=1.0)
+        return EnvError(f"gathering worker {w} ({self._envs(w)}) died during {during} "
+                        f"(exit code {self.workers[w].exitcode})")
+
+    def _send(self, w, message, during):
+        try:
+            self.pipes[w].send(message)
+        except (OSError, BrokenPipeError):
+            raise self._died(w, during) from None
+
     def _receive(self, w, during):
-        pipe, block = self.pipes[w], self.indices[w]
-        envs = f"envs {block[0]}-{block[-1]}" if len(block) > 1 else f"env {block[0]}"
+        pipe, envs = self.pipes[w], self._envs(w)
         try:
             if not pipe.poll(self.timeout):
                 raise multiprocessing.TimeoutError(f"gathering worker {w} ({envs}) gave no answer to {during} "
                                                    f"within {self.timeout:g} s")
             status, payload = pipe.recv()
         except (EOFError, OSError, BrokenPipeError):
-            self.workers[w].join(timeout=1.0)
-            raise EnvError(f"gathering worker {w} ({envs}) died during {during} "
-                           f"(exit code {self.workers[w].exitcode})") from None
+            raise self._died(w, during) from None
         if status == "error":
             kind, message = payload
             if kind == "EnvError":
@@ -167,7 +184,8 @@ def _merge(infos, indices, n):
         out = np.empty((n, *first.shape[1:]), first.dtype) if first.dtype == object else \
             np.zeros((n, *first.shape[1:]), first.dtype)
         for value, block in parts:
-            out[block[0] : block[-1] + 1] = value
+            first = block[0] - indices[0][0]
+            out[first : first + len(block)] = value
         merged[key] = out
     return merged
 

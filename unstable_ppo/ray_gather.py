@@ -198,6 +198,7 @@ class RayGatherer:
             self.close()
             raise ValueError(f"the {num_workers} gathering actors did not start within {ready_timeout:g} s") from None
         self.lost = []  # (update, actor index, error) for every rollout an actor did not deliver
+        self.restarting = {}  # actor index -> a ping that answers once Ray has restarted it
         self.timings = []  # per rollout: the slowest actor's own collection time
 
     def describe(self):
@@ -209,19 +210,23 @@ class RayGatherer:
         ray, ppo = self.ray, self.ppo
         T, N = ppo.hp.num_steps, ppo.hp.num_envs
         while True:
+            self._check_restarted()
             weights = ray.put([np.asarray(w) for w in ppo.model.get_weights()])
             rng_state = ppo.rng.bit_generator.state
-            refs = [a.collect.remote(weights, rng_state, ppo.num_updates) for a in self.actors]
+            refs = {k: a.collect.remote(weights, rng_state, ppo.num_updates)
+                    for k, a in enumerate(self.actors) if k not in self.restarting}
             ppo._draw_noise((T, N, ppo.model.noise_size))  # the driver's RNG moves on as in-process
             collected, slowest = [], 0.0
-            for k, (ref, block) in enumerate(zip(refs, self.blocks)):
+            for k, ref in refs.items():
+                block = self.blocks[k]
                 try:
                     arrays, episodes, seconds = ray.get(ref, timeout=self.rollout_timeout)
                 except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
                     self.lost.append((ppo.num_updates + 1, k, type(e).__name__))
-                    logger.warning("gathering actor %d (envs %d-%d) failed during rollout %d (%s): this update "
-                                   "uses the other actors' envs; Ray restarts it", k, block[0], block[-1],
-                                   ppo.num_updates + 1, type(e).__name__)
+                    logger.warning("gathering actor %d (envs %d-%d) failed during rollout %d (%s): the updates "
+                                   "go on with the other actors' envs until Ray has restarted it", k, block[0],
+                                   block[-1], ppo.num_updates + 1, type(e).__name__)
+                    self.restarting[k] = self.actors[k].info.remote()
                     continue
                 self._store(buffer, arrays, slice(block[0], block[-1] + 1))
                 for r, length in episodes:
@@ -233,12 +238,29 @@ class RayGatherer:
                 break
             logger.warning("every gathering actor failed during rollout %d: collecting it again",
                            ppo.num_updates + 1)
+            ray.wait(list(self.restarting.values()), num_returns=1, timeout=self.rollout_timeout)
         live = np.zeros(N, bool)
         for block in collected:
             live[block[0] : block[-1] + 1] = True
         buffer.mask[:, ~live] = 0.0  # lost columns: no part of the loss or its statistics
         self.timings.append(slowest)
         return T * int(live.sum())
+
+    def _check_restarted(self):
+        """Actors whose restart has finished rejoin the next rollout."""
+        ray = self.ray
+        for k, ping in list(self.restarting.items()):
+            ready, _ = ray.wait([ping], timeout=0)
+            if not ready:
+                continue
+            try:
+                self.infos[k] = ray.get(ping)
+            except ray.exceptions.RayActorError:  # not up yet, or out of restarts: ask again next rollout
+                self.restarting[k] = self.actors[k].info.remote()
+                continue
+            del self.restarting[k]
+            logger.warning("gathering actor %d (envs %d-%d) is back (pid %d): it rejoins rollout %d", k,
+                           self.blocks[k][0], self.blocks[k][-1], self.infos[k]["pid"], self.ppo.num_updates + 1)
 
     @staticmethod
     def _store(buffer, arrays, columns):
