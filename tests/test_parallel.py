@@ -89,9 +89,9 @@ def test_gathering_workers_train_exactly_like_one_process(tmp_path):
     """Two seeded learns, M=1 and M=2: the same weights, episodes and Monitor files."""
     results = []
     for m in (1, 2):
-        ppo = PPO("CartPole-v1", seed=3, num_envs=4, num_steps=32, batch_size=64, num_epochs=2,
+        ppo = PPO("CartPole-v1", seed=3, num_envs=4, num_steps=48, batch_size=96, num_epochs=1,
                   gather_per_worker=m, monitor_dir=str(tmp_path / f"m{m}"))
-        ppo.learn(3 * 4 * 32)
+        ppo.learn(2 * 4 * 48)
         ppo.env.close()
         results.append((ppo.model.get_weights(), list(ppo.episode_returns)))
     (w1, e1), (w2, e2) = results

@@ -91,7 +91,13 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
 
 def _vector_of(vectorization_mode, indices, env_id, env_kwargs, monitor_dir, atari, training, append,
                max_episode_steps, video_dir, video_episodes):
-    """A SAME_STEP Sync/AsyncVectorEnv of the envs `indices` (env 0 alone records video)."""
+    """A SAME_STEP Sync/AsyncVectorEnv of the envs `indices` (env 0 alone records video).
+
+    It may run in a fresh gathering worker process, so it registers the env id first.
+    """
+    from unstable_ppo.atari import is_atari
+
+    is_atari(registered_id(env_id))  # registers the ALE games (and imports a "module:Env" id's module)
     vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
     return vector_env(
         [
