@@ -93,30 +93,37 @@ def ray_part(env_ids, updates, actor_counts):
 
     import keras
 
+    def run(env_id, actors):
+        hp = ATARI_HP if env_id == ATARI else CARTPOLE_HP
+        ppo = PPO(env_id, seed=0, **hp)
+        gatherer = None
+        if actors:
+            gatherer = ppo.gatherer = RayGatherer(ppo, env_id, actors, seed=0)
+        try:
+            r = measure(ppo, updates, gatherer)
+        finally:
+            if gatherer is not None:
+                gatherer.close()
+            ppo.env.close()
+        r.update(env_id=env_id, actors=actors,
+                 weights_bytes=int(sum(np.asarray(w).nbytes for w in ppo.model.get_weights())))
+        label = f"{actors} Ray actor(s)" if actors else "in-process"
+        print(f"  {env_id} {label}: {r['steps_per_second']:.1f} steps/s, rollout {r['rollout_share']:.0%} "
+              f"/ update {r['update_share']:.0%}", flush=True)
+        return r
+
+    # The in-process baselines run before Ray starts: a fresh Ray instance spends its first
+    # seconds starting idle worker processes, which would slow whatever runs next to it.
+    baselines = {env_id: run(env_id, 0) for env_id in env_ids}
     ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=max(actor_counts), include_dashboard=False,
              log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3",
                                                              "KERAS_BACKEND": keras.backend.backend()}})
     results = []
     try:
         for env_id in env_ids:
-            hp = ATARI_HP if env_id == ATARI else CARTPOLE_HP
-            for actors in (0, *actor_counts):
-                ppo = PPO(env_id, seed=0, **hp)
-                gatherer = None
-                if actors:
-                    gatherer = ppo.gatherer = RayGatherer(ppo, env_id, actors, seed=0)
-                try:
-                    r = measure(ppo, updates, gatherer)
-                finally:
-                    if gatherer is not None:
-                        gatherer.close()
-                    ppo.env.close()
-                r.update(env_id=env_id, actors=actors,
-                         weights_bytes=int(sum(np.asarray(w).nbytes for w in ppo.model.get_weights())))
-                results.append(r)
-                label = f"{actors} Ray actor(s)" if actors else "in-process"
-                print(f"  {env_id} {label}: {r['steps_per_second']:.1f} steps/s, rollout {r['rollout_share']:.0%} "
-                      f"/ update {r['update_share']:.0%}", flush=True)
+            results.append(baselines[env_id])
+            for actors in actor_counts:
+                results.append(run(env_id, actors))
     finally:
         ray.shutdown()
     return results
