@@ -95,7 +95,9 @@ def connect(address, timeout=CONNECT_TIMEOUT_S, join_timeout=JOIN_TIMEOUT_S):
     thread.start()
     thread.join(join_timeout)
     if not outcome:
-        raise ValueError(f"no Ray cluster answered at {address} within {join_timeout:g} s")
+        hint = ("; a cluster with token authentication (ray start's default) also needs RAY_AUTH_MODE=token here"
+                if not os.environ.get("RAY_AUTH_MODE") else "")
+        raise ValueError(f"no Ray cluster answered at {address} within {join_timeout:g} s{hint}")
     if outcome[0] is not None:
         raise ValueError(f"cannot join the Ray cluster at {address}: {str(outcome[0]).splitlines()[0]}")
     return ray

@@ -268,7 +268,8 @@ class Run:
             if getattr(f, name) <= 0:
                 raise UsageError(f"{name} must be a positive integer, got {getattr(f, name)}")
         try:
-            check_split(f.num_envs, f.gather_per_worker, f.worker_num, f.batch_size)
+            if f.num_envs > 0 and f.batch_size > 0:  # else PPO's own check names the bad number
+                check_split(f.num_envs, f.gather_per_worker, f.worker_num, f.batch_size)
         except ValueError as e:
             raise UsageError(str(e)) from None
         self.ray_address = resolve_address(f.ray_address)
