@@ -14,7 +14,8 @@ EXTRAS = {
         "matplotlib>=3.7", "moviepy>=1.0", "gymnasium[classic-control]",
         "ray>=2.9",  # tests/test_parallel.py starts a real local Ray instance
     ],
-    "benchmarks": ["stable-baselines3>=2.3", "matplotlib>=3.7"],
+    "benchmarks": ["stable-baselines3>=2.3", "matplotlib>=3.7",
+                   "opencv-python-headless"],  # parallel.py: the --vec_env=sync Atari pipeline (AtariPreprocessing)
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 
