@@ -8,11 +8,14 @@ EXTRAS = {
     "plot": ["matplotlib>=3.7"],
     "mujoco": ["gymnasium[mujoco]"],  # HalfCheetah-v5 and the other MuJoCo tasks
     "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
+    "ray": ["ray>=2.9"],  # --ray_address: gathering workers as Ray actors, on one machine or a cluster
     "test": [
         "pytest>=8", "scipy>=1.10", "hypothesis>=6", "tensorboard>=2.16",
         "matplotlib>=3.7", "moviepy>=1.0", "gymnasium[classic-control]",
+        "ray>=2.9",  # tests/test_parallel.py starts a real local Ray instance
     ],
-    "benchmarks": ["stable-baselines3>=2.3", "matplotlib>=3.7"],
+    "benchmarks": ["stable-baselines3>=2.3", "sb3-contrib>=2.3", "matplotlib>=3.7",
+                   "opencv-python-headless"],  # parallel.py: the --vec_env=sync Atari pipeline (AtariPreprocessing)
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

@@ -17,7 +17,7 @@ VECTORIZATION_MODES = ("sync", "async", "ale")
 
 def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None, monitor_dir=None,
                  training=True, monitor_append=False, max_episode_steps=None, video_dir=None, video_episodes=None,
-                 max_env_restarts=None, env_timeout=60.0):
+                 max_env_restarts=None, env_timeout=60.0, gather_per_worker=1, first_index=0):
     """`num_envs` copies of `env_id`, SAME_STEP autoreset, every episode recorded.
 
     SAME_STEP autoreset means no step of the rollout is wasted on a reset; the
@@ -32,6 +32,9 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
     as mp4 (needs `render_mode="rgb_array"` in `env_kwargs`, and moviepy).
     With `max_env_restarts` set, a failing env (an exception, a dead or silent worker
     after `env_timeout` s) is rebuilt up to that many times (`faults.SupervisedVectorEnv`).
+    `gather_per_worker=M` > 1 steps the envs in M worker processes of num_envs/M envs
+    each (`gather.GatherVectorEnv`, on top of `vectorization_mode` "sync"). `first_index`
+    numbers the envs from there (Monitor files, error messages): a Ray actor's share.
     """
     from unstable_ppo.atari import is_atari, make_ale_vector_env
 
@@ -46,23 +49,37 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
             raise ValueError(f"vectorization_mode 'ale' needs an Atari env id, not {env_id!r}")
         if env_kwargs or video_dir:
             raise ValueError("vectorization_mode 'ale' takes no env_kwargs or video_dir: use 'sync'")
+    if gather_per_worker != 1 and vectorization_mode != "sync":
+        raise ValueError(f"gather_per_worker={gather_per_worker} steps 'sync' vector envs in worker processes: "
+                         f"it cannot be combined with vectorization_mode {vectorization_mode!r}")
+    blocks = None
+    if gather_per_worker != 1:
+        from unstable_ppo.gather import split_envs
+
+        if isinstance(gather_per_worker, bool) or not isinstance(gather_per_worker, int) or gather_per_worker < 1:
+            raise ValueError(f"gather_per_worker must be a positive integer, got {gather_per_worker!r}")
+        if gather_per_worker > num_envs or num_envs % gather_per_worker:
+            raise ValueError(f"gather_per_worker={gather_per_worker} must divide num_envs={num_envs} "
+                             f"(each worker steps num_envs/gather_per_worker envs)")
+        blocks = [[first_index + i for i in block] for block in split_envs(num_envs, gather_per_worker)]
 
     def build(rebuilt=False):
         append = monitor_append or rebuilt  # a rebuilt env continues its Monitor CSV
         if vectorization_mode == "ale":
             return make_ale_vector_env(env_id, num_envs, training, monitor_dir, append, max_episode_steps)
-        vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
-        env = vector_env(
-            [
-                functools.partial(
-                    _make_env, env_id, i, env_kwargs or {}, monitor_dir, atari, training, append,
-                    max_episode_steps, video_dir if i == 0 else None, video_episodes,
-                )
-                for i in range(num_envs)
-            ],
-            autoreset_mode=AutoresetMode.SAME_STEP,
-            copy=False,
-        )
+        settings = (env_id, env_kwargs or {}, monitor_dir, atari, training, append, max_episode_steps, video_dir,
+                    video_episodes)
+        if blocks is not None:
+            from unstable_ppo.gather import GatherVectorEnv
+
+            env = GatherVectorEnv(
+                [functools.partial(_vector_of, "sync", block, *settings) for block in blocks], blocks,
+                functools.partial(_make_env, env_id, first_index, env_kwargs or {}, None, atari, training, False,
+                                  max_episode_steps, None, None),
+                timeout=env_timeout,
+            )
+        else:
+            env = _vector_of(vectorization_mode, range(first_index, first_index + num_envs), *settings)
         env.spec = spec
         env.records_episodes = True  # each env's Monitor puts its episodes in info["episode"]
         return env
@@ -70,6 +87,29 @@ def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None,
     if max_env_restarts is None:
         return build()
     return SupervisedVectorEnv(build, max_restarts=max_env_restarts, timeout=env_timeout)
+
+
+def _vector_of(vectorization_mode, indices, env_id, env_kwargs, monitor_dir, atari, training, append,
+               max_episode_steps, video_dir, video_episodes):
+    """A SAME_STEP Sync/AsyncVectorEnv of the envs `indices` (env 0 alone records video).
+
+    It may run in a fresh gathering worker process, so it registers the env id first.
+    """
+    from unstable_ppo.atari import is_atari
+
+    is_atari(registered_id(env_id))  # registers the ALE games (and imports a "module:Env" id's module)
+    vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
+    return vector_env(
+        [
+            functools.partial(
+                _make_env, env_id, i, env_kwargs, monitor_dir, atari, training, append,
+                max_episode_steps, video_dir if i == 0 else None, video_episodes,
+            )
+            for i in indices
+        ],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        copy=False,
+    )
 
 
 def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_append, max_episode_steps,

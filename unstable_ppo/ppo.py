@@ -94,9 +94,13 @@ class Hyperparameters:
     reward_scale: float = 0.01
     normalize_reward: bool = False
     normalize_obs: bool = False
+    # How the work is split (README: "Parallelism"); the results do not depend on it.
+    gather_per_worker: int = 1
+    worker_num: int = 1
 
     def validate(self):
-        for name in ("num_envs", "num_steps", "num_epochs", "batch_size", "hidden_layer_size", "timestep_size"):
+        for name in ("num_envs", "num_steps", "num_epochs", "batch_size", "hidden_layer_size", "timestep_size",
+                     "gather_per_worker", "worker_num"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -144,6 +148,9 @@ class Hyperparameters:
             if self.shared_lstm and self.shared_net is False:
                 raise ValueError("a shared LSTM needs a shared torso: drop shared_net=False, "
                                  "or pass shared_lstm=False for separate policy and value networks")
+        from unstable_ppo.parallel import check_split
+
+        check_split(self.num_envs, self.gather_per_worker, self.worker_num, self.batch_size)
         if any(int(h) <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes!r}")
         if any(int(h) <= 0 for h in self.lstm_head_sizes):
@@ -222,7 +229,8 @@ class PPO:
             self.hp.validate()  # before building envs from an id
         if env is not None:
             self.env, self.env_id = as_vector_env(
-                env, self.hp.num_envs, self.hp.vectorization_mode, monitor_dir=monitor_dir
+                env, self.hp.num_envs, self.hp.vectorization_mode, monitor_dir=monitor_dir,
+                gather_per_worker=self.hp.gather_per_worker,
             )
             self.observation_space = self.env.single_observation_space
             self.action_space = self.env.single_action_space
@@ -249,6 +257,7 @@ class PPO:
             self._compile()
             self._make_normalizer()
         self._last_obs = None
+        self.gatherer = None  # Ray actors that collect the rollouts instead (`ray_gather.RayGatherer`)
 
     # -- setup -------------------------------------------------------------------
 
@@ -471,6 +480,7 @@ class PPO:
         numpy_batch = buffer.training_batch()
         if hp.use_kl_loss:
             numpy_batch["old_params"] = self._policy_params(numpy_batch)
+        self.model.worker_num = hp.worker_num  # data-parallel learners (JAX)
         batch = self.model.prepare_batch(numpy_batch)  # to the device once, not per epoch
         rows = hp.num_envs * hp.num_steps
         num_minibatches = rows // hp.batch_size
@@ -551,7 +561,7 @@ class PPO:
                 schedule = 1.0 - update / num_updates if hp.anneal_lr else 1.0
                 self.model.optimizer.learning_rate = hp.lr * schedule * self.lr_multiplier
             t0 = time.perf_counter()
-            self.num_timesteps += self.collect_rollout(buffer)
+            self.num_timesteps += (self.gatherer or self).collect_rollout(buffer)
             t1 = time.perf_counter()
             logs = self.update(buffer)
             t2 = time.perf_counter()
@@ -707,7 +717,8 @@ class PPO:
         The number of envs may differ from the saved run's; the next `learn` starts
         from a fresh reset of `env`.
         """
-        vec, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode)
+        vec, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode,
+                                    gather_per_worker=self.hp.gather_per_worker)
         try:
             self.check_env(vec)
         except ValueError:
@@ -815,6 +826,8 @@ class PPO:
             hp = meta["hyperparameters"]
             if not isinstance(hp, dict):
                 raise ValueError(f"expected an object, got {type(hp).__name__}")
+            # How the saved run split its work is no part of the model: this machine may have fewer devices.
+            hp = {k: v for k, v in hp.items() if k not in ("gather_per_worker", "worker_num")}
             self = cls(None, seed=seed if seed is not None else saved_seed, verbose=verbose, **hp)
         self.model = model
         for name, attribute in (("observation_space", "observation_space"), ("action_space", "action_space")):

@@ -97,6 +97,13 @@ flags.DEFINE_float("env_timeout", 60.0, "Seconds to wait for an env worker's ans
 flags.DEFINE_bool("record_video", False, "Record the final evaluation's first episode to {logdir}/videos.")
 flags.DEFINE_bool("resume", False, "Continue the run in logdir from its latest checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Start afresh in a logdir that already holds a run, deleting its checkpoints.")
+# Parallelism (README: "Parallelism"): how the work is split; a seeded run's results do not depend on it.
+flags.DEFINE_integer("gather_per_worker", 1, "Gathering workers: step the num_envs envs in this many worker processes "
+                     "(num_envs/M envs each; 1: in this process), or with --ray_address this many Ray actors.")
+flags.DEFINE_string("ray_address", None, "Run the gathering workers as actors of the Ray cluster at this address "
+                    "(host:port, ray://host:port or auto; default: $RAY_ADDRESS; needs unstable_ppo[ray]).")
+flags.DEFINE_integer("worker_num", 1, "Data-parallel learners: split each minibatch over this many devices "
+                     "(JAX only).")
 flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar and a summary every log_interval, 2: a summary every update.")
 
 FLAGS = flags.FLAGS
@@ -112,7 +119,7 @@ _FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size",
                     "normalize_reward", "normalize_obs")
 # Flags that say where a run is, or how to start it; never taken from a saved run.
 _PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "logdir", "rank", "env_id",
-                "model_dir", "logging", "monitor_dir", "tb_logdir"}
+                "model_dir", "logging", "monitor_dir", "tb_logdir", "gather_per_worker", "ray_address", "worker_num"}
 
 
 def render_path(template, **values):
@@ -258,6 +265,33 @@ class Run:
 
             if not is_atari(f.env_id):
                 raise UsageError(f"--vec_env=ale needs an Atari env id, not {f.env_id!r}")
+        self._settle_parallelism()
+
+    def _settle_parallelism(self):
+        """--gather_per_worker, --ray_address, --worker_num: checked, and Ray joined, before any file is written."""
+        from unstable_ppo.parallel import check_split
+        from unstable_ppo.ray_gather import check_options, connect, resolve_address
+
+        f = self.flags
+        for name in ("gather_per_worker", "worker_num"):
+            if getattr(f, name) <= 0:
+                raise UsageError(f"{name} must be a positive integer, got {getattr(f, name)}")
+        try:
+            if f.num_envs > 0 and f.batch_size > 0:  # else PPO's own check names the bad number
+                check_split(f.num_envs, f.gather_per_worker, f.worker_num, f.batch_size)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        self.ray_address = resolve_address(f.ray_address)
+        if self.ray_address is None:
+            if f.gather_per_worker > 1 and f.vec_env != "sync":
+                raise UsageError(f"--gather_per_worker steps --vec_env=sync envs in worker processes: "
+                                 f"drop --vec_env={f.vec_env}")
+            return
+        try:
+            check_options(self.hyperparameters())
+            connect(self.ray_address)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
     def _read_saved_run(self):
         """The runner's record in the latest checkpoint's ppo.json, checked before anything is written."""
@@ -299,6 +333,7 @@ class Run:
             eta=f.eta,
             nn_std=f.nn_std, reward_transform=f.reward_transform, reward_scale=f.reward_scale,
             normalize_reward=f.normalize_reward, normalize_obs=f.normalize_obs,
+            gather_per_worker=f.gather_per_worker, worker_num=f.worker_num,
         )
 
     def _sizes(self, name):
@@ -338,10 +373,14 @@ class Run:
             except (ValueError, FileNotFoundError, UsageError):
                 self.eval_env.close()
                 raise
-        env = make_vec_env(f.env_id, f.num_envs, f.vec_env, monitor_dir=self.monitor_dir,
-                           training=True, monitor_append=f.resume, max_env_restarts=f.max_env_restarts,
-                           env_timeout=f.env_timeout)
+        env_files = dict(monitor_dir=self.monitor_dir, training=True, monitor_append=f.resume,
+                         max_env_restarts=f.max_env_restarts, env_timeout=f.env_timeout)
+        if self.ray_address:  # the actors step the envs and write the Monitor files; these only tell the spaces
+            env = make_vec_env(f.env_id, f.num_envs, "sync", training=True)
+        else:
+            env = make_vec_env(f.env_id, f.num_envs, f.vec_env, gather_per_worker=f.gather_per_worker, **env_files)
         if f.resume:
+            self.ppo.hp.gather_per_worker, self.ppo.hp.worker_num = f.gather_per_worker, f.worker_num
             self.ppo.set_env(env)
             self.best_mean_return = self.saved.get("best_mean_return")
             self.evaluations = list(self.saved.get("evaluations", []))
@@ -351,6 +390,11 @@ class Run:
             self.ppo = PPO(env, seed=f.seed, **self.hyperparameters())
             self.best_mean_return = None
             self.evaluations = []
+        if self.ray_address:
+            from unstable_ppo.ray_gather import RayGatherer
+
+            self.ppo.gatherer = RayGatherer(self.ppo, f.env_id, f.gather_per_worker, seed=f.seed,
+                                            make_kwargs=env_files, max_restarts=f.max_env_restarts)
 
     def _clear_previous_run(self):
         import shutil
@@ -380,6 +424,9 @@ class Run:
         log.info("%s run: flags %s", "resumed" if f.resume else "new", json.dumps(run_flags(f)))
         if self.config_file:
             log.info("env defaults from %s", self.config_file)
+        if ppo.gatherer is not None:
+            for line in ppo.gatherer.describe():
+                log.info("%s", line)
         tensorboard = TensorBoardLogger(self.tb_dir)
 
         def evaluate_and_keep_best():
@@ -464,6 +511,8 @@ class Run:
             results[name] = model.evaluate(self.eval_env, f.eval_episodes, seed=f.eval_seed)
         self.eval_env.close()
         self.ppo.env.close()
+        if self.ppo.gatherer is not None:
+            self.ppo.gatherer.close()
         import keras
 
         metrics = {

@@ -1,4 +1,11 @@
-"""JAX: `value_and_grad` over `stateless_call`; the epoch runs in one `jit` via `lax.scan`."""
+"""JAX: `value_and_grad` over `stateless_call`; the epoch runs in one `jit` via `lax.scan`.
+
+With `worker_num` N > 1 (data-parallel learners) each minibatch is split along its
+rows over N devices (`keras.distribution.DataParallel`'s data layout) and the
+weights and optimizer state are replicated: XLA's partitioner turns the gradient
+into per-device partial sums and one all-reduce, so the update equals the
+single-device one up to float rounding.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -55,10 +62,11 @@ class JAXTrainer(TrainerBase):
             # ones (3.9 s vs 0.33 s per Nature-CNN minibatch), so a CNN's epoch is
             # unrolled; an MLP's stays a compact `scan`.
             unroll = True if self.net == "cnn" else 1
+            shard, replicate = _data_parallel(getattr(self, "worker_num", 1))
 
             def epoch(state, batch, indices):
                 def minibatch(state, idx):
-                    logs, state = self.train_step(state, {k: v[idx] for k, v in batch.items()})
+                    logs, state = self.train_step(state, {k: shard(v[idx]) for k, v in batch.items()})
                     return state, logs
 
                 return jax.lax.scan(minibatch, state, indices, unroll=unroll)
@@ -66,8 +74,8 @@ class JAXTrainer(TrainerBase):
             compiled = jax.jit(epoch)
 
             def update(batch, indices):
-                batch = self.prepare_batch(batch)
-                state, logs = compiled(self._state(), batch, jnp.asarray(indices))
+                batch = replicate(self.prepare_batch(batch))
+                state, logs = compiled(replicate(self._state()), batch, replicate(jnp.asarray(indices)))
                 self._assign_state(state)
                 return mean_logs(jax.device_get(logs))
 
@@ -101,3 +109,22 @@ class JAXTrainer(TrainerBase):
         mapping += list(zip(self.non_trainable_variables, non_trainable))
         with keras.StatelessScope(state_mapping=mapping):
             return self.act(obs, noise, deterministic, *state)
+
+
+def _data_parallel(worker_num):
+    """`(shard, replicate)`: a minibatch split by rows over `worker_num` devices, other arrays on all of them.
+
+    With one worker both are the identity: the single-device program is unchanged.
+    """
+    if worker_num <= 1:
+        return (lambda x: x), (lambda tree: tree)
+    distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:worker_num])
+    replicated = keras.distribution.TensorLayout([], distribution.device_mesh).backend_layout
+
+    def shard(x):
+        return jax.lax.with_sharding_constraint(x, distribution.get_data_layout(x.shape).backend_layout)
+
+    def replicate(tree):
+        return jax.device_put(tree, replicated)
+
+    return shard, replicate

@@ -1,0 +1,282 @@
+"""Experience-gathering workers as Ray actors, on one machine or across many.
+
+Each of the M actors owns `num_envs/M` of the run's envs (env `i` is the same env,
+with the same seed, as in an in-process run) and its own `PPO` with the run's
+hyperparameters, which it uses only to act. Per rollout the driver puts its current
+weights (numpy) into the object store once; every actor loads them, runs the
+existing `PPO.collect_rollout` on its envs (GAE included: it is per env column) and
+returns every numpy array of its `RolloutBuffer`. The driver writes them into its
+own buffer along the env axis and runs the usual update.
+
+The sampling noise is the driver's: each actor gets the driver's RNG state, draws
+the whole rollout's noise as the in-process run would and keeps its own columns.
+So a seeded run collects the same trajectories with 1, 2 or M actors as without
+Ray (up to the float rounding of acting on a smaller batch).
+
+Faults: an actor that dies is restarted by Ray (`max_restarts`; its constructor
+builds fresh envs, and its Monitor files continue). The rollout it was collecting
+is lost: the update goes on with the survivors' env columns (the lost columns get
+`mask` 0, so the loss and its statistics skip them) and the restarted actor rejoins
+the next rollout. Only if every actor failed is the rollout collected again.
+
+Running observation/reward normalization keeps statistics in one process and is
+refused here (`check_options`).
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+
+logger = logging.getLogger("unstable_ppo")
+
+CONNECT_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 20.0
+# Options whose state lives in one process: they cannot be split over actors.
+SINGLE_PROCESS_OPTIONS = ("normalize_obs", "normalize_reward")
+
+
+def resolve_address(address):
+    """The Ray address to use: the flag, else $RAY_ADDRESS, else None (no Ray)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_options(hyperparameters):
+    """A one-line `ValueError` for options that cannot work across actors."""
+    for name in SINGLE_PROCESS_OPTIONS:
+        if hyperparameters.get(name):
+            raise ValueError(f"{name} keeps running statistics in one process: it cannot be combined with "
+                             f"Ray gathering workers (drop --ray_address or --{name})")
+    if hyperparameters.get("vectorization_mode") == "ale":
+        raise ValueError("vectorization_mode 'ale' cannot be split over Ray gathering workers: use 'sync'")
+
+
+def connect(address, timeout=CONNECT_TIMEOUT_S, join_timeout=JOIN_TIMEOUT_S):
+    """Join the Ray cluster at `address`; a one-line `ValueError` within seconds if that cannot be done.
+
+    `ray.init` keeps retrying an address nobody listens on for a minute or more, so a
+    `host:port` address is first probed with a plain TCP connection.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"--ray_address={address} needs Ray, which is not installed: "
+                         f"pip install 'unstable_ppo[ray]'") from None
+    if ray.is_initialized():
+        return ray
+    if address not in ("auto", "local"):
+        host_port = address.split("://", 1)[-1]
+        host, _, port = host_port.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--ray_address={address} is not host:port, ray://host:port, 'auto' or 'local'")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError as e:
+            raise ValueError(f"cannot reach the Ray cluster at {address} within {timeout:g} s: "
+                             f"{e.strerror or e}") from None
+    import unstable_ppo
+
+    env_vars = {"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": _backend()}
+    outcome = []
+
+    def join():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     runtime_env={"py_modules": [unstable_ppo], "env_vars": env_vars})
+            outcome.append(None)
+        except Exception as e:  # noqa: BLE001 - reported below, in one line
+            outcome.append(e)
+
+    # Something that accepts TCP but is no Ray head makes ray.init wait for minutes: bound it.
+    thread = threading.Thread(target=join, name="ray-init", daemon=True)
+    thread.start()
+    thread.join(join_timeout)
+    if not outcome:
+        hint = ("; a cluster with token authentication (ray start's default) also needs RAY_AUTH_MODE=token here"
+                if not os.environ.get("RAY_AUTH_MODE") else "")
+        raise ValueError(f"no Ray cluster answered at {address} within {join_timeout:g} s{hint}")
+    if outcome[0] is not None:
+        raise ValueError(f"cannot join the Ray cluster at {address}: {str(outcome[0]).splitlines()[0]}")
+    return ray
+
+
+def _backend():
+    import keras
+
+    return keras.backend.backend()
+
+
+class GatheringWorker:
+    """A Ray actor: the envs `first_index .. first_index + num_envs - 1` and a PPO that acts on them."""
+
+    def __init__(self, env_id, first_index, num_envs, total_envs, seed, hyperparameters, make_kwargs):
+        import ray
+
+        from unstable_ppo.envs import make_vec_env
+        from unstable_ppo.ppo import PPO
+
+        class ColumnPPO(PPO):
+            """Draws the driver's noise for all `total_envs` columns and keeps its own."""
+
+            def _draw_noise(self, shape):
+                if len(shape) < 2 or shape[-2] != num_envs:
+                    return super()._draw_noise(shape)
+                full = super()._draw_noise((*shape[:-2], total_envs, shape[-1]))
+                return np.ascontiguousarray(full[..., first_index : first_index + num_envs, :])
+
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        make_kwargs = dict(make_kwargs)
+        make_kwargs["monitor_append"] = make_kwargs.get("monitor_append", False) or restarted
+        hp = dict(hyperparameters, num_envs=num_envs, gather_per_worker=1, worker_num=1)
+        hp["batch_size"] = min(hp["batch_size"], num_envs * hp["num_steps"])  # it never updates
+        env = make_vec_env(env_id, num_envs, hp["vectorization_mode"], first_index=first_index, **make_kwargs)
+        self.ppo = ColumnPPO(env, seed=None if seed is None else seed + first_index, **hp)
+        self.buffer = None
+        self.restarted = restarted
+
+    def info(self):
+        return {"pid": os.getpid(), "node": socket.gethostname(), "restarted": self.restarted}
+
+    def collect(self, weights, rng_state, num_updates):
+        """One rollout with the driver's `weights` and RNG state: `({name: array}, [(return, length)], seconds)`."""
+        from unstable_ppo.buffer import RolloutBuffer
+
+        start = time.perf_counter()
+        ppo = self.ppo
+        ppo.model.set_weights(weights)
+        ppo.rng.bit_generator.state = rng_state
+        ppo.num_updates = num_updates
+        if self.buffer is None:
+            self.buffer = RolloutBuffer(ppo.hp.num_steps, ppo.hp.num_envs, ppo.observation_space.shape,
+                                        ppo._obs_dtype(), *ppo._action_layout())
+        if ppo._last_obs is None:
+            ppo._reset()
+        ppo.episode_returns.clear()  # from here on: this rollout's episodes, for the driver's statistics
+        ppo.episode_lengths.clear()
+        ppo.collect_rollout(self.buffer)
+        arrays = {name: value for name, value in vars(self.buffer).items() if isinstance(value, np.ndarray)}
+        episodes = list(zip(ppo.episode_returns, ppo.episode_lengths))
+        return arrays, episodes, time.perf_counter() - start
+
+    def close(self):
+        self.ppo.env.close()
+
+
+class RayGatherer:
+    """The driver's side: `num_workers` `GatheringWorker` actors filling `ppo`'s rollouts.
+
+    Attach it as `ppo.gatherer`; `PPO.learn` then calls its `collect_rollout(buffer)`.
+    `ready_timeout` bounds the wait for the actors to start (a cluster without room
+    for them is an error, not a hang); `rollout_timeout` bounds a rollout.
+    """
+
+    def __init__(self, ppo, env_id, num_workers, seed=None, make_kwargs=None, max_restarts=10,
+                 ready_timeout=180.0, rollout_timeout=600.0):
+        import ray
+
+        from unstable_ppo.gather import split_envs
+
+        hp = ppo.hp
+        hyperparameters = dict(vars(hp))
+        check_options(hyperparameters)
+        self.ppo, self.ray = ppo, ray
+        self.blocks = split_envs(hp.num_envs, num_workers)
+        self.rollout_timeout = rollout_timeout
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < num_workers:
+            raise ValueError(f"the Ray cluster has {cpus:g} CPUs, fewer than the {num_workers} gathering actors "
+                             f"(one CPU each) need")
+        actor = ray.remote(num_cpus=1, max_restarts=max_restarts, max_task_retries=0)(GatheringWorker)
+        self.actors = [
+            actor.remote(env_id, block[0], len(block), hp.num_envs, seed, hyperparameters, make_kwargs or {})
+            for block in self.blocks
+        ]
+        try:
+            self.infos = ray.get([a.info.remote() for a in self.actors], timeout=ready_timeout)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise ValueError(f"the {num_workers} gathering actors did not start within {ready_timeout:g} s") from None
+        self.lost = []  # (update, actor index, error) for every rollout an actor did not deliver
+        self.restarting = {}  # actor index -> a ping that answers once Ray has restarted it
+        self.timings = []  # per rollout: the slowest actor's own collection time
+
+    def describe(self):
+        return [f"gathering actor {k} (envs {b[0]}-{b[-1]}) on {i['node']} pid {i['pid']}"
+                for k, (b, i) in enumerate(zip(self.blocks, self.infos))]
+
+    def collect_rollout(self, buffer):
+        """Fill `buffer` from the actors; returns the env steps actually collected."""
+        ray, ppo = self.ray, self.ppo
+        T, N = ppo.hp.num_steps, ppo.hp.num_envs
+        while True:
+            self._check_restarted()
+            weights = ray.put([np.asarray(w) for w in ppo.model.get_weights()])
+            rng_state = ppo.rng.bit_generator.state
+            refs = {k: a.collect.remote(weights, rng_state, ppo.num_updates)
+                    for k, a in enumerate(self.actors) if k not in self.restarting}
+            ppo._draw_noise((T, N, ppo.model.noise_size))  # the driver's RNG moves on as in-process
+            collected, slowest = [], 0.0
+            for k, ref in refs.items():
+                block = self.blocks[k]
+                try:
+                    arrays, episodes, seconds = ray.get(ref, timeout=self.rollout_timeout)
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+                    self.lost.append((ppo.num_updates + 1, k, type(e).__name__))
+                    logger.warning("gathering actor %d (envs %d-%d) failed during rollout %d (%s): the updates "
+                                   "go on with the other actors' envs until Ray has restarted it", k, block[0],
+                                   block[-1], ppo.num_updates + 1, type(e).__name__)
+                    self.restarting[k] = self.actors[k].info.remote()
+                    continue
+                self._store(buffer, arrays, slice(block[0], block[-1] + 1))
+                for r, length in episodes:
+                    ppo.episode_returns.append(float(r))
+                    ppo.episode_lengths.append(int(length))
+                collected.append(block)
+                slowest = max(slowest, seconds)
+            if collected:
+                break
+            logger.warning("every gathering actor failed during rollout %d: collecting it again",
+                           ppo.num_updates + 1)
+            ray.wait(list(self.restarting.values()), num_returns=1, timeout=self.rollout_timeout)
+        live = np.zeros(N, bool)
+        for block in collected:
+            live[block[0] : block[-1] + 1] = True
+        buffer.mask[:, ~live] = 0.0  # lost columns: no part of the loss or its statistics
+        self.timings.append(slowest)
+        return T * int(live.sum())
+
+    def _check_restarted(self):
+        """Actors whose restart has finished rejoin the next rollout."""
+        ray = self.ray
+        for k, ping in list(self.restarting.items()):
+            ready, _ = ray.wait([ping], timeout=0)
+            if not ready:
+                continue
+            try:
+                self.infos[k] = ray.get(ping)
+            except ray.exceptions.RayActorError:  # not up yet, or out of restarts: ask again next rollout
+                self.restarting[k] = self.actors[k].info.remote()
+                continue
+            del self.restarting[k]
+            logger.warning("gathering actor %d (envs %d-%d) is back (pid %d): it rejoins rollout %d", k,
+                           self.blocks[k][0], self.blocks[k][-1], self.infos[k]["pid"], self.ppo.num_updates + 1)
+
+    @staticmethod
+    def _store(buffer, arrays, columns):
+        for name, value in arrays.items():
+            target = getattr(buffer, name, None)
+            full = (value.shape[0], len(buffer.mask[0]), *value.shape[2:])
+            if not isinstance(target, np.ndarray) or target.shape != full or target.dtype != value.dtype:
+                target = np.zeros(full, value.dtype)
+                setattr(buffer, name, target)
+            target[:, columns] = value
+
+    def close(self):
+        for a in self.actors:
+            try:
+                self.ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
