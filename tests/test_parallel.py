@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from unstable_ppo import PPO
-from unstable_ppo.buffer import RolloutBuffer
 from unstable_ppo.envs import make_vec_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,15 +34,9 @@ def _run(*flags, cwd=None, env=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _buffer(ppo):
-    hp = ppo.hp
-    return RolloutBuffer(hp.num_steps, hp.num_envs, ppo.observation_space.shape, ppo._obs_dtype(),
-                         *ppo._action_layout())
-
-
 def _rollouts(ppo, count=2, collect=None):
     """`count` rollouts with the current weights: the buffers' arrays, copied."""
-    buffer, out = _buffer(ppo), []
+    buffer, out = ppo.make_buffer(), []
     if ppo._last_obs is None:
         ppo._reset()
     for _ in range(count):
@@ -158,12 +151,11 @@ _DATA_PARALLEL_CHECK = textwrap.dedent("""
     import json, sys
     import numpy as np
     from unstable_ppo import PPO
-    from unstable_ppo.buffer import RolloutBuffer
 
     results = []
     for n in (1, 2):
         ppo = PPO("CartPole-v1", seed=0, num_envs=4, num_steps=32, batch_size=64, num_epochs=2, worker_num=n)
-        buffer = RolloutBuffer(32, 4, ppo.observation_space.shape, ppo._obs_dtype(), *ppo._action_layout())
+        buffer = ppo.make_buffer()
         ppo._reset()
         ppo.collect_rollout(buffer)
         logs = ppo.update(buffer)
@@ -211,14 +203,19 @@ def ray_cluster():
         ray.shutdown()
 
 
-def test_ray_actors_collect_the_same_rollouts_as_one_vector_env(ray_cluster):
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_ray_actors_collect_the_same_rollouts_as_one_vector_env(ray_cluster, recurrent):
+    """A recurrent policy's LSTM states and episode starts come back with the rest of the rollout."""
     from unstable_ppo.ray_gather import RayGatherer
 
+    env_id = "CartPoleNoVel-v1" if recurrent else "CartPole-v1"
     settings = dict(seed=5, num_envs=4, num_steps=48, batch_size=64)
-    local = PPO("CartPole-v1", **settings)
+    if recurrent:
+        settings.update(recurrent=True, timestep_size=16, hidden_layer_size=16)
+    local = PPO(env_id, **settings)
     expected = _rollouts(local)
-    driver = PPO("CartPole-v1", **settings)
-    gatherer = RayGatherer(driver, "CartPole-v1", 2, seed=5)
+    driver = PPO(env_id, **settings)
+    gatherer = RayGatherer(driver, env_id, 2, seed=5)
     try:
         got = _rollouts(driver, collect=gatherer.collect_rollout)
     finally:

@@ -9,17 +9,13 @@ from keras import ops
 
 from tests.envs import SpaceEnv
 from unstable_ppo import PPO
-from unstable_ppo.buffer import RolloutBuffer
 from unstable_ppo.spaces import UnsupportedSpaceError
 
 SMALL = dict(num_envs=4, num_steps=16, num_epochs=2, batch_size=32)
 
 
 def make_buffer(ppo):
-    hp = ppo.hp
-    return RolloutBuffer(
-        hp.num_steps, hp.num_envs, ppo.observation_space.shape, ppo._obs_dtype(), *ppo._action_layout()
-    )
+    return ppo.make_buffer()
 
 
 def log_probs_now(ppo, batch):

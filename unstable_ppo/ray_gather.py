@@ -142,16 +142,13 @@ class GatheringWorker:
 
     def collect(self, weights, rng_state, num_updates):
         """One rollout with the driver's `weights` and RNG state: `({name: array}, [(return, length)], seconds)`."""
-        from unstable_ppo.buffer import RolloutBuffer
-
         start = time.perf_counter()
         ppo = self.ppo
         ppo.model.set_weights(weights)
         ppo.rng.bit_generator.state = rng_state
         ppo.num_updates = num_updates
         if self.buffer is None:
-            self.buffer = RolloutBuffer(ppo.hp.num_steps, ppo.hp.num_envs, ppo.observation_space.shape,
-                                        ppo._obs_dtype(), *ppo._action_layout())
+            self.buffer = ppo.make_buffer()
         if ppo._last_obs is None:
             ppo._reset()
         ppo.episode_returns.clear()  # from here on: this rollout's episodes, for the driver's statistics
