@@ -1,29 +1,32 @@
 """The same seed is the same run on every backend: PPO is written once."""
 
+import json
 import os
 import subprocess
 import sys
 
 import keras
 import numpy as np
+import pytest
 
 from unstable_ppo import PPO
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = dict(num_envs=4, num_steps=32, num_epochs=2, batch_size=32, lr=1e-3)
 
+RECURRENT = dict(recurrent=True, timestep_size=8, hidden_layer_size=16, shared_lstm=False, lstm_head_sizes=[8])
 RUN = """
-import sys, numpy as np
+import json, sys, numpy as np
 from unstable_ppo import PPO
-ppo = PPO(sys.argv[1], seed=7, num_envs=4, num_steps=32, num_epochs=2, batch_size=32, lr=1e-3)
+ppo = PPO(sys.argv[1], seed=7, num_envs=4, num_steps=32, num_epochs=2, batch_size=32, lr=1e-3, **json.loads(sys.argv[3]))
 ppo.learn(4 * 32 * 3)
 np.savez(sys.argv[2], *ppo.model.get_weights())
 """
 
 
-def run_elsewhere(backend, env_id, out):
+def run_elsewhere(backend, env_id, out, extra=None):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-c", RUN, env_id, out], env=env,
+    proc = subprocess.run([sys.executable, "-c", RUN, env_id, out, json.dumps(extra or {})], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = np.load(out)
@@ -45,12 +48,14 @@ def test_initial_weights_do_not_depend_on_the_backend(tmp_path):
         np.testing.assert_array_equal(w, theirs[f"arr_{i}"])
 
 
-def test_three_updates_match_another_backend(tmp_path):
-    """Rollouts, GAE, minibatches and updates agree to float rounding across backends."""
+@pytest.mark.parametrize("env_id, extra", [("CartPole-v1", {}), ("CartPoleNoVel-v1", RECURRENT)],
+                         ids=["mlp", "lstm"])
+def test_three_updates_match_another_backend(tmp_path, env_id, extra):
+    """Rollouts, GAE, minibatches (of sequences) and updates agree to float rounding across backends."""
     here = keras.backend.backend()
     other = {"tensorflow": "torch", "jax": "tensorflow", "torch": "jax"}[here]
-    theirs = run_elsewhere(other, "CartPole-v1", str(tmp_path / "w.npz"))
-    ppo = PPO("CartPole-v1", seed=7, **SETTINGS)
+    theirs = run_elsewhere(other, env_id, str(tmp_path / "w.npz"), extra)
+    ppo = PPO(env_id, seed=7, **SETTINGS, **extra)
     before = ppo.model.get_weights()
     ppo.learn(4 * 32 * 3)
     moved = max(float(np.abs(a - b).max()) for a, b in zip(ppo.model.get_weights(), before))
