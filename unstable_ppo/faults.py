@@ -47,8 +47,17 @@ class NonFiniteError(RuntimeError):
     """A NaN or Inf where training needs a finite number."""
 
 
+def tagged(error, index, during=""):
+    """`error`, raised by env `index`, as the `EnvError` that names the env (`during`: e.g. " in reset")."""
+    return EnvError(f"env {index}: {type(error).__name__}{during}: {error}", index)
+
+
 class TagEnvErrors(gym.Wrapper):
-    """Re-raise whatever the wrapped env raises as an `EnvError` that names the env."""
+    """Re-raise whatever the wrapped env raises as an `EnvError` that names the env.
+
+    `envs.SyncEnvs` steps the env below this wrapper itself (one Python call less per
+    env step) and tags step errors the same way.
+    """
 
     def __init__(self, env, index):
         super().__init__(env)
@@ -58,13 +67,13 @@ class TagEnvErrors(gym.Wrapper):
         try:
             return self.env.step(action)
         except Exception as e:
-            raise EnvError(f"env {self.index}: {type(e).__name__}: {e}", self.index) from e
+            raise tagged(e, self.index) from e
 
     def reset(self, **kwargs):
         try:
             return self.env.reset(**kwargs)
         except Exception as e:
-            raise EnvError(f"env {self.index}: {type(e).__name__} in reset: {e}", self.index) from e
+            raise tagged(e, self.index, " in reset") from e
 
 
 class SupervisedVectorEnv(VectorWrapper):
