@@ -245,8 +245,9 @@ def main():
         results.append(result)
         print(f"[{i}/{len(jobs)}] {runner} seed {seed}: {result['steps_per_second']:.0f} steps/s, "
               f"eval {result['eval_mean']:.1f} ± {result['eval_std']:.1f}", file=sys.stderr, flush=True)
+        write_json(args, HP, anneal_lr, results, failures, complete=False)
 
-    info = machine()
+    info = write_json(args, HP, anneal_lr, results, failures, complete=True)
     print(f"\n## CartPole-v1, {args.timesteps} steps, seeds {' '.join(map(str, args.seeds))}, "
           f"settings {args.settings}: {HP}, anneal_lr={anneal_lr}\n")
     print(table(results, runners, HP))
@@ -255,12 +256,19 @@ def main():
           + f" · threads: library defaults, env {info['thread_env'] or 'unset'}")
     if failures:
         print("\nfailed jobs: " + ", ".join(f"{r} seed {s}" for r, s in failures))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
-                           hyperparameters=dict(HP, anneal_lr=anneal_lr),
-                           results=results, failures=failures), f, indent=2)
     return 1 if failures else 0
+
+
+def write_json(args, HP, anneal_lr, results, failures, complete):
+    """The machine and the results so far to `--json` (after every job: a stopped run keeps them)."""
+    info = machine()
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
+                           hyperparameters=dict(HP, anneal_lr=anneal_lr), complete=complete,
+                           results=results, failures=failures), f, indent=2)
+        os.replace(args.json + ".tmp", args.json)
+    return info
 
 
 if __name__ == "__main__":
