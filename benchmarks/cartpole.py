@@ -1,8 +1,14 @@
 """CartPole-v1 benchmark: unstable_ppo on each Keras backend against Stable-Baselines3 PPO.
 
-Same PPO settings everywhere (8 envs x 128 steps, 4 epochs, minibatch 256, lr 2.5e-4
-constant (`--anneal_lr` anneals it to 0 in both), gamma 0.99, GAE 0.95, clip 0.2 (Stable-Baselines3's defaults), no entropy bonus, vf_coef 0.5,
-max_grad_norm 0.5, 64-64 tanh actor and critic). Every job runs in a fresh subprocess
+Same PPO settings everywhere. `--settings issue` (the default): 8 envs x 128 steps, 4 epochs,
+minibatch 256, lr 2.5e-4 constant (`--anneal_lr` anneals it to 0 in both), gamma 0.99, GAE 0.95,
+clip 0.2 (Stable-Baselines3's defaults), no entropy bonus, vf_coef 0.5, max_grad_norm 0.5,
+64-64 tanh actor and critic. `--settings zoo`: the settings of the bundled flagfile
+`unstable_ppo/configs/CartPole-v1.flags` (rl-baselines3-zoo's: 8 envs x 32 steps, 20 epochs,
+minibatch 256, lr 1e-3 annealed, gamma 0.98, GAE 0.8, clip 0.2), read from the file, for both
+libraries. The zoo also anneals the clip range linearly; unstable_ppo has no clip-range
+schedule, so `sb3` keeps it constant like us, and the extra runner `sb3_zoo` anneals it (the
+zoo exactly) to show what that difference is worth. Every job runs in a fresh subprocess
 (the Keras backend is fixed at import), and for each seed the runners follow each other
 (sb3, tensorflow, jax, torch) so that drift on a shared machine hits them alike. Only
 `learn` is timed; then 10 deterministic episodes are played on a fresh env.
@@ -10,6 +16,12 @@ Thread settings (torch, jax, tf, OpenBLAS, OMP) are left at their defaults.
 
     python benchmarks/cartpole.py                      # 100k steps, seeds 0 1 2, all runners
     python benchmarks/cartpole.py --timesteps 8192 --seeds 0 --backends sb3 jax
+    python benchmarks/cartpole.py --settings zoo       # the bundled flagfile's settings
+    python benchmarks/cartpole.py --baseline ../main   # also each backend on another checkout's code
+
+Jobs import unstable_ppo from this checkout (PYTHONPATH is set to it), not from wherever
+`pip install -e` points; `--baseline DIR` adds, for each Keras backend, a runner `BACKEND@base`
+that imports it from DIR, run right before its peer, for before/after comparisons.
 """
 
 import argparse
@@ -24,17 +36,47 @@ import sys
 import time
 
 ENV_ID = "CartPole-v1"
-HP = dict(num_envs=8, num_steps=128, num_epochs=4, batch_size=256, lr=2.5e-4, gamma=0.99,
-          gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILE = os.path.join(ROOT, "unstable_ppo", "configs", f"{ENV_ID}.flags")
+HP_ISSUE = dict(num_envs=8, num_steps=128, num_epochs=4, batch_size=256, lr=2.5e-4, gamma=0.99,
+                gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
+# Flagfile entries that are not PPO settings (the runner's budget, evaluation and saving).
+NOT_PPO_FLAGS = {"total_timesteps", "eval_interval", "save_interval"}
 KERAS_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b)]
-RUNNERS = ["sb3", *KERAS_BACKENDS]
+RUNNERS = ["sb3", "sb3_zoo", *KERAS_BACKENDS]
 EVAL_EPISODES = 10
 SOLVED = 475.0
 
 
-def run_job(runner, seed, timesteps, anneal_lr):
+def zoo_settings(path=FLAGFILE):
+    """(PPO settings, anneal_lr) from the bundled flagfile, with the issue settings' defaults for the rest."""
+    hp, anneal_lr = dict(HP_ISSUE), False
+    for line in open(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, value = line[2:].split("=", 1)
+        if name in NOT_PPO_FLAGS:
+            continue
+        if name == "anneal_lr":
+            anneal_lr = value.lower() in ("true", "1")
+        elif name not in hp:
+            raise ValueError(f"{path}: --{name} is not a setting this benchmark passes to both libraries")
+        else:
+            hp[name] = type(hp[name])(value)
+    return hp, anneal_lr
+
+
+def settings(args):
+    """(PPO settings, anneal_lr) for `--settings`."""
+    if args.settings == "zoo":
+        return zoo_settings()
+    return dict(HP_ISSUE), args.anneal_lr
+
+
+def run_job(runner, seed, timesteps, HP, anneal_lr):
     """Train and evaluate one runner in this process; print one JSON line."""
-    if runner == "sb3":
+    if runner in ("sb3", "sb3_zoo"):
         from stable_baselines3 import PPO
         from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.evaluation import evaluate_policy
@@ -42,12 +84,13 @@ def run_job(runner, seed, timesteps, anneal_lr):
         from stable_baselines3.common.vec_env import DummyVecEnv
         import gymnasium as gym
 
-        lr = HP["lr"]
+        lr, clip = HP["lr"], HP["clip_range"]
         model = PPO(
             "MlpPolicy", make_vec_env(ENV_ID, n_envs=HP["num_envs"], seed=seed, vec_env_cls=DummyVecEnv),
             learning_rate=(lambda progress: lr * progress) if anneal_lr else lr,
             n_steps=HP["num_steps"], batch_size=HP["batch_size"], n_epochs=HP["num_epochs"],
-            gamma=HP["gamma"], gae_lambda=HP["gae_lambda"], clip_range=HP["clip_range"],
+            gamma=HP["gamma"], gae_lambda=HP["gae_lambda"],
+            clip_range=(lambda progress: clip * progress) if runner == "sb3_zoo" else clip,
             ent_coef=HP["ent_coef"], vf_coef=HP["vf_coef"], max_grad_norm=HP["max_grad_norm"],
             seed=seed, device="cpu", verbose=0,
         )
@@ -72,8 +115,11 @@ def run_job(runner, seed, timesteps, anneal_lr):
         mean, std = evaluate_policy(model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
         steps = model.num_timesteps
     else:
-        assert os.environ.get("KERAS_BACKEND") == runner, "run through the parent, which sets KERAS_BACKEND"
+        assert os.environ.get("KERAS_BACKEND") == runner.split("@")[0], "run through the parent, which sets KERAS_BACKEND"
+        import unstable_ppo
         from unstable_ppo import PPO
+
+        extra_code = {"code": os.path.dirname(os.path.dirname(os.path.abspath(unstable_ppo.__file__)))}
 
         model = PPO(ENV_ID, seed=seed, anneal_lr=anneal_lr, **HP)
         split = {"rollout_s": 0.0, "update_s": 0.0}
@@ -89,7 +135,7 @@ def run_job(runner, seed, timesteps, anneal_lr):
         seconds = time.perf_counter() - start
         result = model.evaluate(n_episodes=EVAL_EPISODES, deterministic=True)
         mean, std = result["mean_return"], result["std_return"]
-        steps, extra = model.num_timesteps, split
+        steps, extra = model.num_timesteps, {**split, **extra_code}
     print(json.dumps(dict(runner=runner, seed=seed, timesteps=int(steps), learn_s=seconds,
                           steps_per_second=steps / seconds, eval_mean=float(mean),
                           eval_std=float(std), **extra)), flush=True)
@@ -98,10 +144,14 @@ def run_job(runner, seed, timesteps, anneal_lr):
 def spawn(runner, seed, args):
     """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
     env = dict(os.environ)
-    if runner != "sb3":
-        env["KERAS_BACKEND"] = runner
+    backend, _, base = runner.partition("@")
+    code = os.path.abspath(args.baseline) if base else ROOT
+    env["PYTHONPATH"] = code + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if not backend.startswith("sb3"):
+        env["KERAS_BACKEND"] = backend
     cmd = [sys.executable, os.path.abspath(__file__), "--job", runner, "--seeds", str(seed),
-           "--timesteps", str(args.timesteps), "--anneal_lr" if args.anneal_lr else "--no-anneal_lr"]
+           "--timesteps", str(args.timesteps), "--settings", args.settings,
+           "--anneal_lr" if args.anneal_lr else "--no-anneal_lr"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -124,15 +174,15 @@ def machine():
                                                if k.endswith("_NUM_THREADS") or k.startswith("XLA_FLAGS")})
 
 
-def steady(result):
+def steady(result, HP):
     """Steps/s after the first rollout+update, i.e. without one-off compilation."""
     rollout = HP["num_envs"] * HP["num_steps"]
     return (result["timesteps"] - rollout) / (result["learn_s"] - result["first_update_s"])
 
 
-def table(results, runners):
+def table(results, runners, HP):
     sb3 = {r["seed"]: r["steps_per_second"] for r in results if r["runner"] == "sb3"}
-    sb3_steady = {r["seed"]: steady(r) for r in results if r["runner"] == "sb3"}
+    sb3_steady = {r["seed"]: steady(r, HP) for r in results if r["runner"] == "sb3"}
     rows = ["| runner | steps/s mean (min–max) | × SB3 | after the 1st update: steps/s, × SB3 "
             "| eval return per seed | all ≥ 475 |",
             "|---|---|---|---|---|---|"]
@@ -146,8 +196,8 @@ def table(results, runners):
         ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else "—"
         evals = ", ".join(f"{r['seed']}: {r['eval_mean']:.1f} ± {r['eval_std']:.1f}" for r in rs)
         solved = "yes" if all(r["eval_mean"] >= SOLVED for r in rs) else "no"
-        warm = [steady(r) for r in rs]
-        warm_ratios = [steady(r) / sb3_steady[r["seed"]] for r in rs if r["seed"] in sb3_steady]
+        warm = [steady(r, HP) for r in rs]
+        warm_ratios = [steady(r, HP) / sb3_steady[r["seed"]] for r in rs if r["seed"] in sb3_steady]
         warm_ratio = f"{sum(warm_ratios) / len(warm_ratios):.2f}" if warm_ratios else "—"
         rows.append(f"| {runner} | {sum(sps) / len(sps):.0f} ({min(sps):.0f}–{max(sps):.0f}) "
                     f"| {ratio} | {sum(warm) / len(warm):.0f}, {warm_ratio} | {evals} | {solved} |")
@@ -158,17 +208,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=100_000, help="training steps per job (default 100000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
-    parser.add_argument("--backends", nargs="+", default=RUNNERS, choices=RUNNERS, metavar="RUNNER",
-                        help=f"runners to benchmark, from {' '.join(RUNNERS)} (default: all)")
+    parser.add_argument("--backends", nargs="+", default=None, choices=RUNNERS, metavar="RUNNER",
+                        help=f"runners to benchmark, from {' '.join(RUNNERS)} (default: all; sb3_zoo only "
+                             "with --settings zoo)")
+    parser.add_argument("--settings", choices=("issue", "zoo"), default="issue",
+                        help="issue: the fixed settings of issue #3 (default); zoo: the bundled flagfile's")
     parser.add_argument("--anneal_lr", action=argparse.BooleanOptionalAction, default=False,
-                        help="anneal the learning rate linearly to 0, for both libraries (default: off)")
+                        help="issue settings: anneal the learning rate linearly to 0, for both libraries "
+                             "(default: off; the zoo settings take it from the flagfile)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run each Keras backend on the unstable_ppo code in DIR (runners BACKEND@base)")
     parser.add_argument("--json", metavar="OUT", help="write the machine and all raw results to OUT")
-    parser.add_argument("--job", choices=RUNNERS, help=argparse.SUPPRESS)  # internal: one job in this process
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: one job in this process
     args = parser.parse_args()
+    HP, anneal_lr = settings(args)
     if args.job:
-        return run_job(args.job, args.seeds[0], args.timesteps, args.anneal_lr)
+        return run_job(args.job, args.seeds[0], args.timesteps, HP, anneal_lr)
 
-    runners = [r for r in RUNNERS if r in args.backends]
+    default = ["sb3", "sb3_zoo", *KERAS_BACKENDS] if args.settings == "zoo" else ["sb3", *KERAS_BACKENDS]
+    chosen = args.backends if args.backends is not None else default
+    runners = []
+    for r in RUNNERS:
+        if r in chosen:
+            if args.baseline and r in KERAS_BACKENDS:
+                runners.append(f"{r}@base")
+            runners.append(r)
     jobs = [(r, s) for s in args.seeds for r in runners]
     results, failures = [], []
     for i, (runner, seed) in enumerate(jobs, 1):
@@ -181,21 +245,30 @@ def main():
         results.append(result)
         print(f"[{i}/{len(jobs)}] {runner} seed {seed}: {result['steps_per_second']:.0f} steps/s, "
               f"eval {result['eval_mean']:.1f} ± {result['eval_std']:.1f}", file=sys.stderr, flush=True)
+        write_json(args, HP, anneal_lr, results, failures, complete=False)
 
-    info = machine()
+    info = write_json(args, HP, anneal_lr, results, failures, complete=True)
     print(f"\n## CartPole-v1, {args.timesteps} steps, seeds {' '.join(map(str, args.seeds))}, "
-          f"anneal_lr={args.anneal_lr}\n")
-    print(table(results, runners))
+          f"settings {args.settings}: {HP}, anneal_lr={anneal_lr}\n")
+    print(table(results, runners, HP))
     print(f"\n{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · Python {info['python']} · "
           + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
           + f" · threads: library defaults, env {info['thread_env'] or 'unset'}")
     if failures:
         print("\nfailed jobs: " + ", ".join(f"{r} seed {s}" for r, s in failures))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
-                           hyperparameters=HP, results=results, failures=failures), f, indent=2)
     return 1 if failures else 0
+
+
+def write_json(args, HP, anneal_lr, results, failures, complete):
+    """The machine and the results so far to `--json` (after every job: a stopped run keeps them)."""
+    info = machine()
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
+                           hyperparameters=dict(HP, anneal_lr=anneal_lr), complete=complete,
+                           results=results, failures=failures), f, indent=2)
+        os.replace(args.json + ".tmp", args.json)
+    return info
 
 
 if __name__ == "__main__":
