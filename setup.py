@@ -14,8 +14,7 @@ EXTRAS = {
         "matplotlib>=3.7", "moviepy>=1.0", "gymnasium[classic-control]",
         "ray>=2.9",  # tests/test_parallel.py starts a real local Ray instance
     ],
-    "benchmarks": ["stable-baselines3>=2.3", "sb3-contrib>=2.3", "matplotlib>=3.7",
-                   "opencv-python-headless"],  # parallel.py: the --vec_env=sync Atari pipeline (AtariPreprocessing)
+    "benchmarks": ["stable-baselines3>=2.3", "sb3-contrib>=2.3", "matplotlib>=3.7"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 
@@ -33,6 +32,7 @@ setup(
         "numpy>=1.24",
         "gymnasium>=1.1",
         "ale-py>=0.10",  # Atari games, ROMs included
+        "opencv-python-headless>=4",  # gymnasium's AtariPreprocessing (the --vec_env=sync/async Atari pipeline)
         "absl-py>=2.0",
         "tqdm>=4.60",
     ],
