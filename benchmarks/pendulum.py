@@ -69,7 +69,7 @@ def run_job(variant, seed, timesteps, eta):
             steps = super().collect_rollout(buffer)
             low, high = self.action_space.low.ravel(), self.action_space.high.ravel()
             actions = buffer.actions.reshape(-1, len(low))
-            mean = self._policy_params(buffer.obs.reshape(-1, *buffer.obs.shape[2:]))[:, : len(low)]
+            mean = self._policy_params({"obs": buffer.obs.reshape(-1, *buffer.obs.shape[2:])})[:, : len(low)]
             self.oob.append((np.mean(np.any((actions < low) | (actions > high), axis=1)),
                              np.mean(np.any((mean < low) | (mean > high), axis=1))))
             return steps

@@ -163,7 +163,7 @@ def rollout_batch(ppo):
     ppo._reset()
     ppo.collect_rollout(buffer)
     batch = buffer.training_batch()
-    batch["old_params"] = ppo._policy_params(batch["obs"])
+    batch["old_params"] = ppo._policy_params(batch)
     return batch
 
 
