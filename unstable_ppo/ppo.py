@@ -514,10 +514,9 @@ class PPO:
         Recurrent rows are run as the training sequences are, so chunks hold whole sequences.
         """
         chunk -= chunk % self.model.sequence_length
-        keys = ("obs", "states", "episode_starts") if self.recurrent else ("obs",)
         out = []
         for i in range(0, len(batch["obs"]), chunk):
-            part = {k: batch[k][i : i + chunk] for k in keys}
+            part = {k: v[i : i + chunk] for k, v in batch.items()}  # numpy views; the model reads what it needs
             out.append(keras.ops.convert_to_numpy(self.model.batch_outputs(part)[0]))
         return np.concatenate(out).astype(np.float32)
 
