@@ -24,8 +24,8 @@ class TensorFlowTrainer(TrainerBase):
             # `train_step` once, however many minibatches there are.
             keys = self.log_keys()
 
-            # Not XLA-compiled: for the CartPole MLP that saved ~6 ms per rollout but cost
-            # ~1 s more compilation, a wash over a 100k-step run (2026-12-01).
+            # Not XLA-compiled either: for the CartPole MLP that saved ~6 ms per rollout
+            # and cost ~1 s more compilation, a wash over a 100k-step run (2026-12-01).
             @tf.function(reduce_retracing=True)
             def epoch(batch, indices):
                 logs = {k: tf.TensorArray(tf.float32, size=tf.shape(indices)[0]) for k in keys}
@@ -43,13 +43,13 @@ class TensorFlowTrainer(TrainerBase):
 
     def _compiled_act(self, deterministic):
         if deterministic not in self._act_functions:
-            # XLA-compiled: it fuses the ~110 ops of an MLP acting call, 375 -> 250 µs per
-            # call (the floor of any tf.function call is ~185 µs), and the Nature CNN's
-            # 2.4 -> 1.9 ms (batch 8, 2026-12-01).
+            # Not XLA-compiled (`jit_compile=True`): that takes an MLP call from 375 to
+            # 250 µs in a tight loop, but alternating with env steps it gained 3% after the
+            # first update and lost 3% over a 51k-step run to its compilation (2026-12-01).
             specs = [tf.TensorSpec((None, *self.observation_space.shape), self.obs_dtype)]
             specs += [tf.TensorSpec((None, *shape), dtype) for shape, dtype in self.act_input_specs()]
             concrete = tf.function(
-                lambda obs, noise, *state: self.act(obs, noise, deterministic, *state), jit_compile=True
+                lambda obs, noise, *state: self.act(obs, noise, deterministic, *state)
             ).get_concrete_function(*specs)
             self._act_functions[deterministic] = _fast_call(concrete)
         return self._act_functions[deterministic]
