@@ -4,6 +4,8 @@
     `--vec_env=sync` pipeline: `gather_per_worker=1` (every env in the learner's process) against
     `gather_per_worker=2` (two worker processes of 4 envs each), side by side in one process,
     alternating M=1, M=2 per repetition so machine drift hits both alike.
+(a') Env stepping alone (no acting, no learner) of the same 8 Breakout envs: in-process, in
+    gathering workers, and in two processes with no pipes between them (the ideal M=2).
 (b) A scaling table over 1, 2 and 4 Ray actors on a local Ray instance on 127.0.0.1, next to
     the in-process run with the same settings, for CartPole-v1 (8 envs x 128 steps, 64-64 MLP:
     acting-bound) and Breakout (as in (a): update-bound).
@@ -16,6 +18,7 @@ bytes moved per rollout.
 
     python benchmarks/parallel.py                         # torch backend, 3 updates, 2 repeats
     python benchmarks/parallel.py --backend jax --updates 2 --repeats 1 --parts gather
+    python benchmarks/parallel.py --parts stepping        # env stepping alone: M=1, 2, 4, ideal
     python benchmarks/parallel.py --json benchmarks/results/parallel_DATE.json
 """
 
@@ -82,6 +85,58 @@ def gather_part(updates, repeats):
             print(f"  gather_per_worker={m} repeat {rep}: {r['steps_per_second']:.1f} steps/s "
                   f"(rollout {r['rollout_s']:.2f} s, update {r['update_s']:.2f} s)", flush=True)
     return results
+
+
+def _step_envs(env, steps):
+    """ms per vector step of `steps` NOOP steps, after 10 unmeasured ones."""
+    import numpy as np
+
+    env.reset(seed=0)
+    actions = np.zeros(env.num_envs, np.int64)
+    for _ in range(10):
+        env.step(actions)
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(actions)
+    return 1e3 * (time.perf_counter() - start) / steps
+
+
+def _step_block(num_envs, steps):
+    """In a fresh process: one in-process vector env of `num_envs` Breakout envs, ms per step."""
+    from unstable_ppo.envs import make_vec_env
+
+    env = make_vec_env(ATARI, num_envs)
+    try:
+        return _step_envs(env, steps)
+    finally:
+        env.close()
+
+
+def stepping_part(steps):
+    """Env stepping alone, no acting: what a gathering worker round trip costs on top of the envs.
+
+    Rows: 8 envs in this process (M=1); 4 envs in this process (a worker's share); two
+    processes stepping 4 envs each at the same time, with no pipes (the ideal M=2); and
+    `GatherVectorEnv` with M=2 and M=4 (the same plus the command/result round trips).
+    """
+    import multiprocessing
+
+    from unstable_ppo.envs import make_vec_env
+
+    rows = [{"setup": "8 envs in one process (M=1)", "ms_per_step": _step_block(8, steps)},
+            {"setup": "4 envs in one process", "ms_per_step": _step_block(4, steps)}]
+    with multiprocessing.get_context("forkserver").Pool(2) as pool:
+        both = pool.starmap(_step_block, [(4, steps), (4, steps)])
+    rows.append({"setup": "2 processes x 4 envs at once, no pipes (ideal M=2)", "ms_per_step": max(both)})
+    for m in (2, 4):
+        env = make_vec_env(ATARI, 8, gather_per_worker=m)
+        try:
+            rows.append({"setup": f"GatherVectorEnv, M={m}", "ms_per_step": _step_envs(env, steps)})
+        finally:
+            env.close()
+    for row in rows:
+        print(f"  {row['setup']}: {row['ms_per_step']:.2f} ms per vector step", flush=True)
+    return rows
 
 
 def ray_part(env_ids, updates, actor_counts):
@@ -170,7 +225,7 @@ def main():
     parser.add_argument("--backend", default="torch", choices=["tensorflow", "jax", "torch"])
     parser.add_argument("--updates", type=int, default=3, help="measured updates per configuration")
     parser.add_argument("--repeats", type=int, default=2, help="repetitions of the gather comparison")
-    parser.add_argument("--parts", nargs="+", default=["gather", "ray"], choices=["gather", "ray"])
+    parser.add_argument("--parts", nargs="+", default=["gather", "ray"], choices=["gather", "stepping", "ray"])
     parser.add_argument("--ray_envs", nargs="+", default=[CARTPOLE, ATARI])
     parser.add_argument("--actors", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--json", help="write the results here")
@@ -184,6 +239,9 @@ def main():
         print(f"(a) {ATARI}, 8 envs, gathering worker processes, {args.backend}:", flush=True)
         report["gather"] = gather_part(args.updates, args.repeats)
         print("\n".join(gather_table(report["gather"])))
+    if "stepping" in args.parts:
+        print(f"(a') {ATARI}: env stepping alone, 8 envs, in-process against gathering workers:", flush=True)
+        report["stepping"] = stepping_part(256)
     if "ray" in args.parts:
         print(f"(b) Ray gathering actors on one machine, {args.backend}:", flush=True)
         report["ray"] = ray_part(args.ray_envs, args.updates, args.actors)
