@@ -23,7 +23,8 @@ class TensorFlowTrainer(TrainerBase):
             # more than a 64-64 MLP minibatch step itself. The `tf.while_loop` traces
             # `train_step` once, however many minibatches there are. No AutoGraph (as
             # in Keras's own trainer): the loss has no Python control flow on tensors,
-            # and converting every layer's code cost ~0.4 s of the first update.
+            # and converting every layer's code cost ~0.3 s of the first update (and
+            # ~0.4 s of the first rollout, for the acting function below).
             # Not XLA-compiled: for the CartPole MLP that saved ~6 ms per rollout and
             # cost ~1 s more compilation, a wash over a 100k-step run (2026-12-01).
             keys = self.log_keys()
