@@ -6,6 +6,8 @@
     alternating M=1, M=2 per repetition so machine drift hits both alike.
 (a') Env stepping alone (no acting, no learner) of the same 8 Breakout envs: in-process, in
     gathering workers, and in two processes with no pipes between them (the ideal M=2).
+(a'') A prototype of overlapped acting (act for one worker's envs while the other steps),
+    against lockstep, acting and stepping only: measured to decide whether to build it.
 (b) A scaling table over 1, 2 and 4 Ray actors on a local Ray instance on 127.0.0.1, next to
     the in-process run with the same settings, for CartPole-v1 (8 envs x 128 steps, 64-64 MLP:
     acting-bound) and Breakout (as in (a): update-bound).
@@ -19,6 +21,7 @@ bytes moved per rollout.
     python benchmarks/parallel.py                         # torch backend, 3 updates, 2 repeats
     python benchmarks/parallel.py --backend jax --updates 2 --repeats 1 --parts gather
     python benchmarks/parallel.py --parts stepping        # env stepping alone: M=1, 2, 4, ideal
+    python benchmarks/parallel.py --parts overlap         # prototype: act for one worker while the other steps
     python benchmarks/parallel.py --json benchmarks/results/parallel_DATE.json
 """
 
@@ -139,6 +142,63 @@ def stepping_part(steps):
     return rows
 
 
+def overlap_part(repeats, steps=128):
+    """A prototype of overlapped acting, measured before building it: is it worth it here?
+
+    Acting and env stepping only (no buffer, no update), ms per vector step of 8 Breakout envs:
+    M=1 lockstep (act on 8, step 8 in-process); M=2 lockstep (what `gather_per_worker=2` does);
+    M=2 overlapped: act for worker w's 4 envs while the other worker steps, through
+    `GatherVectorEnv`'s own pipes (private methods: this is a measurement, not a feature).
+    """
+    import numpy as np
+
+    from unstable_ppo import PPO
+
+    one = PPO(ATARI, seed=0, num_envs=8, num_steps=steps)
+    two = PPO(ATARI, seed=0, num_envs=8, num_steps=steps, gather_per_worker=2)
+    gather = two.env
+    while not hasattr(gather, "pipes"):
+        gather = gather.env
+    act = one.model.make_act_function()
+    noise = np.full((8, 1), 0.5, np.float32)
+
+    def actions(obs):
+        return act(np.asarray(obs), noise[: len(obs)])[0].astype(np.int64).ravel()
+
+    def lockstep(env):
+        obs, _ = env.reset(seed=0)
+        start = time.perf_counter()
+        for _ in range(steps):
+            obs = env.step(actions(obs))[0]
+        return 1e3 * (time.perf_counter() - start) / steps
+
+    def overlapped(env):
+        obs, _ = env.reset(seed=0)
+        blocks = [slice(block[0], block[-1] + 1) for block in env.indices]
+        start = time.perf_counter()
+        for w, block in enumerate(blocks):
+            env._send(w, ("step", actions(obs[block])), "step")
+        for t in range(steps):
+            for w, block in enumerate(blocks):
+                env._receive(w, "step")
+                if t < steps - 1:
+                    env._send(w, ("step", actions(env._obs[block].copy())), "step")
+        return 1e3 * (time.perf_counter() - start) / steps
+
+    rows = []
+    try:
+        for rep in range(repeats):
+            row = {"repeat": rep, "m1_lockstep_ms": lockstep(one.env), "m2_lockstep_ms": lockstep(two.env),
+                   "m2_overlapped_ms": overlapped(gather)}
+            rows.append(row)
+            print(f"  repeat {rep}: M=1 lockstep {row['m1_lockstep_ms']:.2f} ms per step, M=2 lockstep "
+                  f"{row['m2_lockstep_ms']:.2f}, M=2 overlapped {row['m2_overlapped_ms']:.2f}", flush=True)
+    finally:
+        one.env.close()
+        two.env.close()
+    return rows
+
+
 def ray_part(env_ids, updates, actor_counts):
     import numpy as np
     import ray
@@ -225,7 +285,7 @@ def main():
     parser.add_argument("--backend", default="torch", choices=["tensorflow", "jax", "torch"])
     parser.add_argument("--updates", type=int, default=3, help="measured updates per configuration")
     parser.add_argument("--repeats", type=int, default=2, help="repetitions of the gather comparison")
-    parser.add_argument("--parts", nargs="+", default=["gather", "ray"], choices=["gather", "stepping", "ray"])
+    parser.add_argument("--parts", nargs="+", default=["gather", "ray"], choices=["gather", "stepping", "overlap", "ray"])
     parser.add_argument("--ray_envs", nargs="+", default=[CARTPOLE, ATARI])
     parser.add_argument("--actors", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--json", help="write the results here")
@@ -242,6 +302,9 @@ def main():
     if "stepping" in args.parts:
         print(f"(a') {ATARI}: env stepping alone, 8 envs, in-process against gathering workers:", flush=True)
         report["stepping"] = stepping_part(256)
+    if "overlap" in args.parts:
+        print(f"(a'') {ATARI}: acting and stepping only, lockstep against overlapped (prototype):", flush=True)
+        report["overlap"] = overlap_part(args.repeats)
     if "ray" in args.parts:
         print(f"(b) Ray gathering actors on one machine, {args.backend}:", flush=True)
         report["ray"] = ray_part(args.ray_envs, args.updates, args.actors)
