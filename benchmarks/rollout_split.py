@@ -47,16 +47,17 @@ def job(updates):
         return timed
 
     ppo.model.make_act_function = timed_make_act
-    ppo.learn(3 * 1024)  # compilation and warm-up, not measured
+    steps = ppo.hp.num_envs * ppo.hp.num_steps
+    ppo.learn(3 * steps)  # compilation and warm-up, not measured
     timers.update(step=0.0, act=0.0)
     logs = []
-    ppo.learn(updates * 1024, callback=lambda p, l: logs.append(dict(l)))
+    ppo.learn(updates * steps, callback=lambda p, l: logs.append(dict(l)))
     n = len(logs)
     rollout = sum(l["rollout_time"] for l in logs) / n
     update = sum(l["update_time"] for l in logs) / n
     step_ms, act_ms = 1e3 * timers["step"] / n, 1e3 * timers["act"] / n
     print(f"| {os.environ['KERAS_BACKEND']} | {step_ms:.1f} ms | {act_ms:.1f} ms | {1e3 * rollout - step_ms - act_ms:.1f} ms "
-          f"| {1e3 * update:.1f} ms | {1e3 * (rollout + update):.1f} ms | {1024 / (rollout + update):.0f} |", flush=True)
+          f"| {1e3 * update:.1f} ms | {1e3 * (rollout + update):.1f} ms | {steps / (rollout + update):.0f} |", flush=True)
 
 
 def main():
@@ -67,7 +68,7 @@ def main():
     args = parser.parse_args()
     if args.job:
         return job(args.updates)
-    print("| backend | env stepping | acting (129 calls) | loop | update | total | steps/s |")
+    print("| backend | env stepping | acting (129 calls + bootstraps) | loop | update | total | steps/s |")
     print("|---|---|---|---|---|---|---|", flush=True)
     for backend in args.backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
