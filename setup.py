@@ -10,7 +10,7 @@ EXTRAS = {
     "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
     "ray": ["ray>=2.9"],  # --ray_address: gathering workers as Ray actors, on one machine or a cluster
     "test": [
-        "pytest>=8", "scipy>=1.10", "hypothesis>=6", "tensorboard>=2.16",
+        "pytest>=8", "scipy>=1.10", "hypothesis>=6",
         "matplotlib>=3.7", "moviepy>=1.0", "gymnasium[classic-control]",
         "ray>=2.9",  # tests/test_parallel.py starts a real local Ray instance
     ],
@@ -35,6 +35,7 @@ setup(
         "opencv-python-headless>=4",  # gymnasium's AtariPreprocessing (the --vec_env=sync/async Atari pipeline)
         "absl-py>=2.0",
         "tqdm>=4.60",
+        "tensorboard>=2.16",  # the runner's event files (tf.summary); tensorflow 2.21 no longer pulls it in
     ],
     package_data={"unstable_ppo": ["configs/*.flags"]},
     extras_require=EXTRAS,
