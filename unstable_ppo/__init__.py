@@ -1,7 +1,7 @@
 """unstable_ppo: Proximal Policy Optimization in Keras 3, on TensorFlow, JAX or PyTorch."""
 
 __version__ = "0.1.0"
-__all__ = ["PPO", "__version__"]
+__all__ = ["PPO", "use_compilation_cache", "__version__"]
 
 from unstable_ppo import memory_tasks  # noqa: E402,F401  registers CartPoleNoVel-v1, PendulumNoVel-v1 (no Keras import)
 
@@ -13,4 +13,8 @@ def __getattr__(name):
         from unstable_ppo.ppo import PPO
 
         return PPO
+    if name == "use_compilation_cache":
+        from unstable_ppo.backend import use_compilation_cache
+
+        return use_compilation_cache
     raise AttributeError(f"module 'unstable_ppo' has no attribute {name!r}")

@@ -104,6 +104,9 @@ flags.DEFINE_string("ray_address", None, "Run the gathering workers as actors of
                     "(host:port, ray://host:port or auto; default: $RAY_ADDRESS; needs unstable_ppo[ray]).")
 flags.DEFINE_integer("worker_num", 1, "Data-parallel learners: split each minibatch over this many devices "
                      "(JAX only).")
+flags.DEFINE_string("compilation_cache_dir", None, "JAX: keep compiled XLA programs in this directory, so a later "
+                    "run with the same shapes skips compiling them. Use a directory only you can write to: what it "
+                    "holds runs as machine code.")
 flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar and a summary every log_interval, 2: a summary every update.")
 
 FLAGS = flags.FLAGS
@@ -119,7 +122,8 @@ _FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size",
                     "normalize_reward", "normalize_obs")
 # Flags that say where a run is, or how to start it; never taken from a saved run.
 _PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "logdir", "rank", "env_id",
-                "model_dir", "logging", "monitor_dir", "tb_logdir", "gather_per_worker", "ray_address", "worker_num"}
+                "model_dir", "logging", "monitor_dir", "tb_logdir", "gather_per_worker", "ray_address", "worker_num",
+                "compilation_cache_dir"}
 
 
 def render_path(template, **values):
@@ -266,6 +270,24 @@ class Run:
             if not is_atari(f.env_id):
                 raise UsageError(f"--vec_env=ale needs an Atari env id, not {f.env_id!r}")
         self._settle_parallelism()
+        self._settle_compilation_cache()
+
+    def _settle_compilation_cache(self):
+        """--compilation_cache_dir: JAX only, and a directory this run can write."""
+        path = self.flags.compilation_cache_dir
+        if path is None:
+            return
+        if not path.strip():
+            raise UsageError("--compilation_cache_dir must name a directory, got an empty one")
+        import keras
+
+        if keras.backend.backend() != "jax":
+            raise UsageError(f"--compilation_cache_dir needs the jax backend (XLA's persistent compilation cache); "
+                             f"{keras.backend.backend()} has none")
+        _check_writable(path, "the compilation cache directory")
+        from unstable_ppo.backend import use_compilation_cache
+
+        use_compilation_cache(path)
 
     def _settle_parallelism(self):
         """--gather_per_worker, --ray_address, --worker_num: checked, and Ray joined, before any file is written."""
@@ -625,16 +647,16 @@ def train(argv_flags):
         sys.exit(1)
 
 
-def _check_writable(logdir):
-    """Fail before training, not at the first save, when the run directory cannot be written."""
+def _check_writable(path, what="the run directory"):
+    """Fail before training, not at the first save, when a directory cannot be written."""
     import tempfile
 
     try:
-        os.makedirs(logdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=logdir, prefix=".write-test-"):
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise UsageError(f"cannot write to the run directory {logdir}: {e.strerror or e}") from None
+        raise UsageError(f"cannot write to {what} {path}: {e.strerror or e}") from None
 
 
 def _file_logger(path):

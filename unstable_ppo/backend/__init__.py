@@ -23,4 +23,20 @@ else:
         f"unstable_ppo supports the Keras backends jax, tensorflow and torch, not {BACKEND!r}"
     )
 
-__all__ = ["BACKEND", "Trainer"]
+
+
+def use_compilation_cache(path):
+    """Cache compiled programs in the directory `path`, so a later run with the same shapes skips compiling.
+
+    JAX only: it is XLA's persistent compilation cache. Loading from it runs the
+    machine code stored there, so `path` must be a directory only you can write to.
+    """
+    if BACKEND != "jax":
+        raise ValueError(f"a compilation cache needs the jax backend (XLA's persistent cache); "
+                         f"{BACKEND} has none")
+    from unstable_ppo.backend.jax import use_compilation_cache as use
+
+    use(path)
+
+
+__all__ = ["BACKEND", "Trainer", "use_compilation_cache"]
