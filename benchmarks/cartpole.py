@@ -18,10 +18,14 @@ Thread settings (torch, jax, tf, OpenBLAS, OMP) are left at their defaults.
     python benchmarks/cartpole.py --timesteps 8192 --seeds 0 --backends sb3 jax
     python benchmarks/cartpole.py --settings zoo       # the bundled flagfile's settings
     python benchmarks/cartpole.py --baseline ../main   # also each backend on another checkout's code
+    python benchmarks/cartpole.py --compilation_cache_dir /tmp/xla  # JAX from a warm compilation cache
 
 Jobs import unstable_ppo from this checkout (PYTHONPATH is set to it), not from wherever
 `pip install -e` points; `--baseline DIR` adds, for each Keras backend, a runner `BACKEND@base`
 that imports it from DIR, run right before its peer, for before/after comparisons.
+`--compilation_cache_dir DIR` runs the `jax` jobs with XLA's persistent compilation cache in
+DIR, after one unmeasured short jax job that fills it: what a second run of the same settings
+costs.
 """
 
 import argparse
@@ -74,7 +78,7 @@ def settings(args):
     return dict(HP_ISSUE), args.anneal_lr
 
 
-def run_job(runner, seed, timesteps, HP, anneal_lr):
+def run_job(runner, seed, timesteps, HP, anneal_lr, cache_dir=None):
     """Train and evaluate one runner in this process; print one JSON line."""
     if runner in ("sb3", "sb3_zoo"):
         from stable_baselines3 import PPO
@@ -120,6 +124,9 @@ def run_job(runner, seed, timesteps, HP, anneal_lr):
         from unstable_ppo import PPO
 
         extra_code = {"code": os.path.dirname(os.path.dirname(os.path.abspath(unstable_ppo.__file__)))}
+        if cache_dir and runner == "jax":
+            unstable_ppo.use_compilation_cache(cache_dir)
+            extra_code["compilation_cache_dir"] = cache_dir
 
         model = PPO(ENV_ID, seed=seed, anneal_lr=anneal_lr, **HP)
         split = {"rollout_s": 0.0, "update_s": 0.0}
@@ -141,7 +148,7 @@ def run_job(runner, seed, timesteps, HP, anneal_lr):
                           eval_std=float(std), **extra)), flush=True)
 
 
-def spawn(runner, seed, args):
+def spawn(runner, seed, args, timesteps=None):
     """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
     env = dict(os.environ)
     backend, _, base = runner.partition("@")
@@ -150,8 +157,10 @@ def spawn(runner, seed, args):
     if not backend.startswith("sb3"):
         env["KERAS_BACKEND"] = backend
     cmd = [sys.executable, os.path.abspath(__file__), "--job", runner, "--seeds", str(seed),
-           "--timesteps", str(args.timesteps), "--settings", args.settings,
+           "--timesteps", str(timesteps or args.timesteps), "--settings", args.settings,
            "--anneal_lr" if args.anneal_lr else "--no-anneal_lr"]
+    if args.compilation_cache_dir:
+        cmd += ["--compilation_cache_dir", args.compilation_cache_dir]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -218,12 +227,15 @@ def main():
                              "(default: off; the zoo settings take it from the flagfile)")
     parser.add_argument("--baseline", metavar="DIR",
                         help="also run each Keras backend on the unstable_ppo code in DIR (runners BACKEND@base)")
+    parser.add_argument("--compilation_cache_dir", metavar="DIR",
+                        help="run the jax jobs with XLA's persistent compilation cache in DIR, filled first "
+                             "by one unmeasured short jax job")
     parser.add_argument("--json", metavar="OUT", help="write the machine and all raw results to OUT")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: one job in this process
     args = parser.parse_args()
     HP, anneal_lr = settings(args)
     if args.job:
-        return run_job(args.job, args.seeds[0], args.timesteps, HP, anneal_lr)
+        return run_job(args.job, args.seeds[0], args.timesteps, HP, anneal_lr, args.compilation_cache_dir)
 
     default = ["sb3", "sb3_zoo", *KERAS_BACKENDS] if args.settings == "zoo" else ["sb3", *KERAS_BACKENDS]
     chosen = args.backends if args.backends is not None else default
@@ -235,6 +247,11 @@ def main():
             runners.append(r)
     jobs = [(r, s) for s in args.seeds for r in runners]
     results, failures = [], []
+    if args.compilation_cache_dir and "jax" in runners:
+        result, stderr = spawn("jax", args.seeds[0], args, timesteps=2 * HP["num_envs"] * HP["num_steps"])
+        if result is None:
+            print(f"filling the compilation cache failed:\n{stderr[-2000:]}", file=sys.stderr)
+            return 1
     for i, (runner, seed) in enumerate(jobs, 1):
         result, stderr = spawn(runner, seed, args)
         if result is None:
@@ -253,7 +270,9 @@ def main():
     print(table(results, runners, HP))
     print(f"\n{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · Python {info['python']} · "
           + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-          + f" · threads: library defaults, env {info['thread_env'] or 'unset'}")
+          + f" · threads: library defaults, env {info['thread_env'] or 'unset'}"
+          + (f" · jax from a warm compilation cache ({args.compilation_cache_dir})" if args.compilation_cache_dir
+             else ""))
     if failures:
         print("\nfailed jobs: " + ", ".join(f"{r} seed {s}" for r, s in failures))
     return 1 if failures else 0
