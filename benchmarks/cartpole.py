@@ -5,10 +5,10 @@ minibatch 256, lr 2.5e-4 constant (`--anneal_lr` anneals it to 0 in both), gamma
 clip 0.2 (Stable-Baselines3's defaults), no entropy bonus, vf_coef 0.5, max_grad_norm 0.5,
 64-64 tanh actor and critic. `--settings zoo`: the settings of the bundled flagfile
 `unstable_ppo/configs/CartPole-v1.flags` (rl-baselines3-zoo's: 8 envs x 32 steps, 20 epochs,
-minibatch 256, lr 1e-3 annealed, gamma 0.98, GAE 0.8, clip 0.2), read from the file, for both
-libraries. The zoo also anneals the clip range linearly; unstable_ppo has no clip-range
-schedule, so `sb3` keeps it constant like us, and the extra runner `sb3_zoo` anneals it (the
-zoo exactly) to show what that difference is worth. Every job runs in a fresh subprocess
+minibatch 256, lr 1e-3 and clip 0.2 both annealed linearly to 0, gamma 0.98, GAE 0.8), read
+from the file, for both libraries. The runner `sb3_zoo` always anneals the clip range, as the
+zoo does; with the flagfile's settings it is the same as `sb3` (it predates
+`anneal_clip_range`, when `sb3` kept the clip range constant like unstable_ppo). Every job runs in a fresh subprocess
 (the Keras backend is fixed at import), and for each seed the runners follow each other
 (sb3, tensorflow, jax, torch) so that drift on a shared machine hits them alike. Only
 `learn` is timed; then 10 deterministic episodes are played on a fresh env.
@@ -64,6 +64,8 @@ def zoo_settings(path=FLAGFILE):
             continue
         if name == "anneal_lr":
             anneal_lr = value.lower() in ("true", "1")
+        elif name == "anneal_clip_range":
+            hp[name] = value.lower() in ("true", "1")
         elif name not in hp:
             raise ValueError(f"{path}: --{name} is not a setting this benchmark passes to both libraries")
         else:
@@ -94,7 +96,8 @@ def run_job(runner, seed, timesteps, HP, anneal_lr, cache_dir=None):
             learning_rate=(lambda progress: lr * progress) if anneal_lr else lr,
             n_steps=HP["num_steps"], batch_size=HP["batch_size"], n_epochs=HP["num_epochs"],
             gamma=HP["gamma"], gae_lambda=HP["gae_lambda"],
-            clip_range=(lambda progress: clip * progress) if runner == "sb3_zoo" else clip,
+            clip_range=(lambda progress: clip * progress) if runner == "sb3_zoo" or HP.get("anneal_clip_range")
+            else clip,
             ent_coef=HP["ent_coef"], vf_coef=HP["vf_coef"], max_grad_norm=HP["max_grad_norm"],
             seed=seed, device="cpu", verbose=0,
         )

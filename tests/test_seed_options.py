@@ -452,6 +452,7 @@ def runner(*flags, cwd=None):
     "flags, message",
     [
         (["--env_id=Pendulum-v1", "--use_kl_loss", "--clip_range=0.1"], "drop --clip_range"),
+        (["--env_id=CartPole-v1", "--use_kl_loss", "--anneal_clip_range"], "drop --anneal_clip_range"),
         (["--env_id=Pendulum-v1", "--eta=-1"], "eta must be >= 0"),
         (["--env_id=Pendulum-v1", "--reward_transform=log"], "unknown reward_transform 'log'"),
         (["--env_id=Pendulum-v1", "--use_kl_loss", "--kl_target=0"], "kl_target must be > 0"),
@@ -496,14 +497,18 @@ def test_runner_short_run_with_the_seed_options(tmp_path):
     assert json.loads((logdir / "metrics.json").read_text())["total_timesteps"] == 384
 
 
+@pytest.mark.parametrize("missing", [1, 2])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_checkpoint_from_before_the_kl_loss_still_loads(tmp_path, env_id):
-    """A model.keras without the β variable (as saved before it existed) loads, with β = 1."""
+def test_checkpoint_from_before_the_kl_loss_or_clip_annealing_still_loads(tmp_path, env_id, missing):
+    """A model.keras without ε (saved before clip annealing), or without β and ε (before the KL loss), loads.
+
+    β falls back to 1 and ε to the saved clip range.
+    """
     import zipfile
 
     import h5py
 
-    ppo = PPO(env_id, seed=0, init_beta=3.0, **SMALL)
+    ppo = PPO(env_id, seed=0, init_beta=3.0, clip_range=0.3, **SMALL)
     ppo.save(tmp_path / "m")
     archive = tmp_path / "m" / "model.keras"
     with zipfile.ZipFile(archive) as z:
@@ -511,14 +516,66 @@ def test_checkpoint_from_before_the_kl_loss_still_loads(tmp_path, env_id):
     (tmp_path / "w.h5").write_bytes(members["model.weights.h5"])
     with h5py.File(tmp_path / "w.h5", "r+") as f:
         own = f["vars"]
-        last = str(len(own) - 1)
-        np.testing.assert_allclose(own[last][()], 3.0)  # β is the model's last own variable
-        del own[last]
+        n = len(own)
+        np.testing.assert_allclose(own[str(n - 1)][()], 0.3)  # ε and, before it, β are the last own variables
+        np.testing.assert_allclose(own[str(n - 2)][()], 3.0)
+        for i in range(n - missing, n):
+            del own[str(i)]
     members["model.weights.h5"] = (tmp_path / "w.h5").read_bytes()
     with zipfile.ZipFile(archive, "w") as z:
         for name, data in members.items():
             z.writestr(name, data)
     loaded = PPO.load(tmp_path / "m")
-    assert loaded.kl_beta == 1.0
+    assert loaded.kl_beta == (1.0 if missing == 2 else 3.0)
+    assert float(ops.convert_to_numpy(loaded.model.clip_epsilon)) == pytest.approx(0.3)
     obs = np.stack([ppo.observation_space.sample() for _ in range(4)])
     np.testing.assert_array_equal(loaded.predict(obs), ppo.predict(obs))
+
+
+# --------------------------------------------------------------------------- clip-range annealing
+
+
+def test_compiled_update_reads_the_current_clip_range():
+    """ε is a variable: changing it between calls of the same compiled epoch changes what is clipped.
+
+    Half the rows get an old log-prob 0.1 above the current one, a ratio of e^-0.1 ≈ 0.905, so
+    they are clipped with ε = 0.05 and not with ε = 0.2.
+    """
+    from unstable_ppo.distributions import make_distribution
+
+    ppo = PPO("CartPole-v1", seed=0, num_envs=2, num_steps=32, num_epochs=1, batch_size=64, lr=1e-4)
+    buffer = ppo.make_buffer()
+    ppo._reset()
+    ppo.collect_rollout(buffer)
+    numpy_batch = buffer.training_batch()
+    update = ppo.model.make_update_function()
+    indices = np.arange(64).reshape(1, 64)
+    shift = np.where(np.arange(64) % 2 == 0, 0.1, 0.0).astype(np.float32)
+
+    def clip_fraction(eps):
+        ppo.model.clip_epsilon.assign(eps)
+        params = ppo.model.batch_outputs({k: ops.convert_to_tensor(v) for k, v in numpy_batch.items()})[0]
+        log_prob = ops.convert_to_numpy(make_distribution(ppo.action_space, params).log_prob(
+            ops.convert_to_tensor(numpy_batch["actions"])))
+        batch = dict(numpy_batch, old_log_prob=(log_prob + shift).astype(np.float32))
+        return update(ppo.model.prepare_batch(batch), indices)["clip_fraction"]
+
+    assert clip_fraction(0.2) == pytest.approx(0.0, abs=1e-6)
+    assert clip_fraction(0.05) == pytest.approx(0.5, abs=1e-6)
+    assert clip_fraction(0.2) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("anneal", [True, False])
+def test_clip_range_schedule(anneal):
+    """With anneal_clip_range, update u of U clips at clip_range · (1 - u/U), as the learning rate is annealed."""
+    ppo = PPO("CartPole-v1", seed=0, num_envs=2, num_steps=16, num_epochs=1, batch_size=32, clip_range=0.3,
+              anneal_clip_range=anneal)
+    seen = []
+    ppo.learn(4 * 32, callback=lambda p, logs: seen.append(logs["clip_range"]))
+    expected = [0.3 * (1 - u / 4) for u in range(4)] if anneal else [0.3] * 4
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+
+
+def test_anneal_clip_range_with_the_kl_loss_is_refused():
+    with pytest.raises(ValueError, match="anneal_clip_range anneals the clipped objective's range, which use_kl_loss"):
+        PPO("CartPole-v1", use_kl_loss=True, anneal_clip_range=True)

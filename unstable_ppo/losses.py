@@ -115,12 +115,13 @@ def bounds_penalty(action_space, mean, mask, count):
     return masked_mean(per_row, mask, count)
 
 
-def ppo_loss(action_space, flat_params, values, batch, config, kl_beta=1.0):
+def ppo_loss(action_space, flat_params, values, batch, config, kl_beta=1.0, clip_epsilon=None):
     """The combined PPO loss of a minibatch and the diagnostics PPO users read.
 
     `flat_params`, `values`: the current network's outputs on `batch["obs"]`.
     `kl_beta`: β of the KL loss, a tensor or variable so that compiled functions see its
-    current value. Returns `(loss, logs)`.
+    current value; `clip_epsilon` likewise for the clip range ε (None: `config.clip_range`).
+    Returns `(loss, logs)`.
     """
     dist = make_distribution(action_space, flat_params)
     mask = ops.cast(batch["mask"], "float32")
@@ -135,7 +136,7 @@ def ppo_loss(action_space, flat_params, values, batch, config, kl_beta=1.0):
     log_prob = dist.log_prob(batch["actions"])
     log_ratio = log_prob - batch["old_log_prob"]
     ratio = ops.exp(log_ratio)
-    eps = config.clip_range
+    eps = config.clip_range if clip_epsilon is None else ops.convert_to_tensor(clip_epsilon)
     if config.use_kl_loss:
         if "old_params" not in batch:
             raise ValueError("the KL loss needs the old policy's parameters: batch['old_params'] is missing")

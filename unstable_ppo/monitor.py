@@ -98,6 +98,7 @@ TENSORBOARD_KEYS = {
     "value_loss": ("train/value_loss", 1.0),
     "loss": ("train/loss", 1.0),
     "learning_rate": ("train/learning_rate", 1.0),
+    "clip_range": ("train/clip_range", 1.0),
     "epochs": ("train/n_epochs", 1.0),
     "std": ("train/std", 1.0),
     "kl": ("train/kl", 1.0),

@@ -288,6 +288,10 @@ class ActorCritic(Trainer, keras.Model):
         self.kl_beta = self.add_weight(
             shape=(), initializer=initializers.Constant(1.0), trainable=False, name="kl_beta"
         )
+        # ε of the clipped objective, a variable for the same reason: it can be annealed.
+        self.clip_epsilon = self.add_weight(
+            shape=(), initializer=initializers.Constant(LossConfig.clip_range), trainable=False, name="clip_epsilon"
+        )
         self.loss_config = LossConfig()
         self.build((None, *observation_space.shape))
 
@@ -386,10 +390,12 @@ class ActorCritic(Trainer, keras.Model):
     # -- compile / serialization ------------------------------------------------
 
     def load_own_variables(self, store):
-        """Checkpoints written before the KL loss existed have no β: they keep the initial one."""
+        """Checkpoints written before the KL loss (β) or clip annealing (ε) existed keep the initial values."""
         own = self._trainable_variables + self._non_trainable_variables
-        if len(store.keys()) == len(own) - 1 and own[-1] is self.kl_beta:
-            for i, variable in enumerate(own[:-1]):
+        added_later = [self.kl_beta, self.clip_epsilon]  # in creation order, the last of `own`
+        missing = len(own) - len(store.keys())
+        if 0 < missing <= len(added_later) and own[-missing:] == added_later[-missing:]:
+            for i, variable in enumerate(own[:-missing]):
                 variable.assign(store[f"{i}"])
             return
         super().load_own_variables(store)
@@ -402,6 +408,7 @@ class ActorCritic(Trainer, keras.Model):
         if isinstance(loss_config, dict):
             loss_config = LossConfig(**loss_config)
         self.loss_config = loss_config or LossConfig()
+        self.clip_epsilon.assign(self.loss_config.clip_range)
         if sequence_length is not None:
             self.sequence_length = int(sequence_length)
         if optimizer is None:

@@ -65,6 +65,7 @@ class Hyperparameters:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_range: float = 0.2
+    anneal_clip_range: bool = False
     clip_range_vf: float | None = None
     ent_coef: float = 0.0
     vf_coef: float = 0.5
@@ -162,6 +163,9 @@ class Hyperparameters:
         except (ValueError, TypeError):
             raise ValueError(f"unknown activation {self.activation!r}: use a Keras activation name "
                              f"such as tanh or relu") from None
+        if self.use_kl_loss and self.anneal_clip_range:
+            raise ValueError("anneal_clip_range anneals the clipped objective's range, which use_kl_loss replaces: "
+                             "drop one of them")
         for name in ("kl_target", "init_beta", "reward_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -556,9 +560,12 @@ class PPO:
                        dynamic_ncols=True)
         start = time.perf_counter()
         for update in range(first_update, num_updates):
+            remaining = 1.0 - update / num_updates  # the linear schedules' factor
             if hp.anneal_lr or hp.use_kl_loss:
-                schedule = 1.0 - update / num_updates if hp.anneal_lr else 1.0
+                schedule = remaining if hp.anneal_lr else 1.0
                 self.model.optimizer.learning_rate = hp.lr * schedule * self.lr_multiplier
+            if hp.anneal_clip_range:
+                self.model.clip_epsilon.assign(hp.clip_range * remaining)
             t0 = time.perf_counter()
             self.num_timesteps += (self.gatherer or self).collect_rollout(buffer)
             t1 = time.perf_counter()
@@ -567,6 +574,7 @@ class PPO:
             self.num_updates += 1
             logs.update(
                 learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                clip_range=float(keras.ops.convert_to_numpy(self.model.clip_epsilon)),
                 rollout_time=t1 - t0,
                 update_time=t2 - t1,
                 fps=(update + 1 - first_update) * rollout / (t2 - start),

@@ -52,6 +52,7 @@ flags.DEFINE_bool("anneal_lr", True, "Anneal the learning rate linearly to 0.")
 flags.DEFINE_float("gamma", 0.99, "Discount factor.")
 flags.DEFINE_float("gae_lambda", 0.95, "GAE lambda.")
 flags.DEFINE_float("clip_range", 0.2, "PPO clipping range.")
+flags.DEFINE_bool("anneal_clip_range", False, "Anneal the clipping range linearly to 0, as the learning rate.")
 flags.DEFINE_float("clip_range_vf", None, "Value clipping range (off if unset).")
 flags.DEFINE_float("ent_coef", 0.0, "Entropy bonus coefficient.")
 flags.DEFINE_float("vf_coef", 0.5, "Value loss coefficient.")
@@ -115,7 +116,7 @@ MAX_SEED = 2_000_000_000
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Flags a resumed run keeps: changing them would change the model, its envs or its training.
 _FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size", "lr", "anneal_lr", "gamma",
-                    "gae_lambda", "clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm",
+                    "gae_lambda", "clip_range", "anneal_clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm",
                     "target_kl", "shared_net", "force_mlp", "hidden_sizes", "activation", "log_std_init",
                     "recurrent", "hidden_layer_size", "timestep_size", "shared_lstm", "lstm_head_sizes", "vec_env", "use_kl_loss",
                     "kl_target", "init_beta", "eta_kl", "eta", "nn_std", "reward_transform", "reward_scale",
@@ -204,8 +205,9 @@ class Run:
         f = self.flags
         if f.resume and f.overwrite:
             raise UsageError("--resume and --overwrite contradict each other: pick one")
-        if f.use_kl_loss and f["clip_range"].present:
-            raise UsageError("--use_kl_loss replaces the clipped objective: drop --clip_range")
+        for name in ("clip_range", "anneal_clip_range"):
+            if f.use_kl_loss and f[name].present:
+                raise UsageError(f"--use_kl_loss replaces the clipped objective: drop --{name}")
         self.config_file = env_config_file(f.env_id) if f.env_defaults else None
         existing = has_checkpoint(self.model_root)
         self.saved = None
@@ -345,7 +347,8 @@ class Run:
         return dict(
             num_envs=f.num_envs, num_steps=f.num_steps, num_epochs=f.num_epochs, batch_size=f.batch_size,
             lr=f.lr, anneal_lr=f.anneal_lr, gamma=f.gamma, gae_lambda=f.gae_lambda,
-            clip_range=f.clip_range, clip_range_vf=f.clip_range_vf, ent_coef=f.ent_coef, vf_coef=f.vf_coef,
+            clip_range=f.clip_range, anneal_clip_range=f.anneal_clip_range and not f.use_kl_loss,
+            clip_range_vf=f.clip_range_vf, ent_coef=f.ent_coef, vf_coef=f.vf_coef,
             max_grad_norm=f.max_grad_norm, target_kl=f.target_kl, shared_net=f.shared_net,
             net="mlp" if f.force_mlp else "auto", hidden_sizes=self._sizes("hidden_sizes"), activation=f.activation,
             log_std_init=f.log_std_init, vectorization_mode=f.vec_env,

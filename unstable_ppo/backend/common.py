@@ -10,14 +10,15 @@ class TrainerBase:
     """The parts of a trainer that do not depend on the backend."""
 
     def ppo_loss(self, batch, outputs):
-        """The loss on the model's outputs; β is read from its variable, so it is never baked in.
+        """The loss on the model's outputs; β and ε are read from their variables, so they are never baked in.
 
         Inside a compiled function the read must go through the backend's state: JAX maps
         it in a `StatelessScope`, torch passes it as a trace input, TensorFlow reads the
         variable.
         """
         params, values = outputs[:2]  # a recurrent model's final state is not part of the loss
-        return ppo_loss(self.action_space, params, values, batch, self.loss_config, kl_beta=self.kl_beta)
+        return ppo_loss(self.action_space, params, values, batch, self.loss_config, kl_beta=self.kl_beta,
+                        clip_epsilon=self.clip_epsilon)
 
     def batch_outputs(self, batch, training=False):
         """The model's outputs on a training batch: rows, or sequences of `sequence_length` rows."""

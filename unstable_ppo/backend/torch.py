@@ -41,8 +41,8 @@ class TorchTrainer(TrainerBase):
         """
         if self._update_function is None:
             variables = list(self.trainable_variables)
-            # β (a non-trainable variable) is a trace input too, or the trace would keep its first value.
-            constants = [self.kl_beta]
+            # β and ε (non-trainable variables) are trace inputs too, or the trace would keep their first values.
+            constants = [self.kl_beta, self.clip_epsilon]
             traces = {}
             keys, log_keys = self.batch_keys(), self.log_keys()
 
