@@ -97,6 +97,6 @@ def test_compilation_cache_on_another_backend_is_a_one_line_error(tmp_path):
     out = _run_with_cache(tmp_path, tmp_path / "xla")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
-        f"error: --compilation_cache_dir needs the jax backend (XLA's persistent compilation cache); "
+        f"error: --compilation_cache_dir: a compilation cache needs the jax backend (XLA's persistent cache); "
         f"{backend} has none")
     assert not (tmp_path / "run").exists() and not (tmp_path / "xla").exists()

@@ -281,15 +281,13 @@ class Run:
             return
         if not path.strip():
             raise UsageError("--compilation_cache_dir must name a directory, got an empty one")
-        import keras
-
-        if keras.backend.backend() != "jax":
-            raise UsageError(f"--compilation_cache_dir needs the jax backend (XLA's persistent compilation cache); "
-                             f"{keras.backend.backend()} has none")
-        _check_writable(path, "the compilation cache directory")
         from unstable_ppo.backend import use_compilation_cache
 
-        use_compilation_cache(path)
+        try:
+            use_compilation_cache(path)  # refuses a backend without one, before the directory is made
+        except ValueError as e:
+            raise UsageError(f"--compilation_cache_dir: {e}") from None
+        _check_writable(path, "the compilation cache directory")
 
     def _settle_parallelism(self):
         """--gather_per_worker, --ray_address, --worker_num: checked, and Ray joined, before any file is written."""

@@ -24,7 +24,6 @@ else:
     )
 
 
-
 def use_compilation_cache(path):
     """Cache compiled programs in the directory `path`, so a later run with the same shapes skips compiling.
 
