@@ -89,6 +89,8 @@ flags.DEFINE_integer("eval_interval", 10, "Updates between evaluations (0: only 
 flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluation.")
 flags.DEFINE_integer("eval_max_steps", None, "Cut evaluation episodes after this many agent steps.")
 flags.DEFINE_integer("eval_seed", None, "Seed of the evaluation envs (default: seed + 10000).")
+flags.DEFINE_bool("eval_deterministic", True, "Evaluate with the most likely action; --noeval_deterministic samples "
+                  "from the policy (the Atari flagfile does: a deterministic policy can stall a game forever).")
 flags.DEFINE_integer("save_interval", 10, "Updates between saves of the latest checkpoint (0: only at the end).")
 flags.DEFINE_integer("max_env_restarts", 10,
                      "Env failures (an exception, a dead or silent worker) to recover from by rebuilding the envs "
@@ -453,12 +455,17 @@ class Run:
         tensorboard = TensorBoardLogger(self.tb_dir)
 
         def evaluate_and_keep_best():
-            result = ppo.evaluate(self.eval_env, f.eval_episodes, seed=f.eval_seed)
+            eval_start = time.perf_counter()
+            result = ppo.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic,
+                                  seed=f.eval_seed)
+            seconds = time.perf_counter() - eval_start
+            self.eval_wall += seconds
             mean, std = result["mean_return"], result["std_return"]
             mean_length = float(sum(result["lengths"]) / len(result["lengths"]))
             self.evaluations.append([ppo.num_timesteps, mean, std])
             tensorboard.write({"eval_mean_reward": mean, "eval_mean_ep_length": mean_length}, ppo.num_timesteps)
-            line = f"eval at {ppo.num_timesteps} steps: mean_return={mean:.2f} std_return={std:.2f}"
+            line = (f"eval at {ppo.num_timesteps} steps: mean_return={mean:.2f} std_return={std:.2f} "
+                    f"mean_length={mean_length:.0f} ({seconds:.1f} s)")
             if self.best_mean_return is None or mean > self.best_mean_return:
                 self.best_mean_return = mean
                 save_checkpoint(ppo, self.model_root, BEST, self.run_info())
@@ -485,6 +492,7 @@ class Run:
             return not stop.requested
 
         start = time.perf_counter()
+        self.eval_wall = 0.0  # intermediate evaluations' share of the wall time, reported in metrics.json
         steps_before = ppo.num_timesteps
         library_log = logging.getLogger("unstable_ppo")  # env restarts and the like, into training.log too
         library_log.addHandler(log.handlers[0])
@@ -530,8 +538,10 @@ class Run:
             model = PPO.load(self.model_root, best=name == BEST)
             video_dir = self.video_dir if f.record_video and name == BEST else None
             if video_dir:
-                record_video(model, f.env_id, video_dir, f.eval_max_steps, seed=f.eval_seed)
-            results[name] = model.evaluate(self.eval_env, f.eval_episodes, seed=f.eval_seed)
+                record_video(model, f.env_id, video_dir, f.eval_max_steps, seed=f.eval_seed,
+                             deterministic=f.eval_deterministic)
+            results[name] = model.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic,
+                                           seed=f.eval_seed)
         self.eval_env.close()
         self.ppo.env.close()
         if self.ppo.gatherer is not None:
@@ -546,6 +556,8 @@ class Run:
             "wall_time_s": round(self.wall, 2),
             "steps_per_second": round(self.steps_this_session / self.wall, 1),
             "eval_episodes": f.eval_episodes,
+            "eval_deterministic": f.eval_deterministic,
+            "eval_wall_time_s": round(self.eval_wall, 2),  # the intermediate evaluations, inside wall_time_s
             "latest": {"mean_return": results[LATEST]["mean_return"], "std_return": results[LATEST]["std_return"]},
             "best": {"mean_return": results[BEST]["mean_return"], "std_return": results[BEST]["std_return"]},
             "model_dir": self.model_root,
@@ -557,7 +569,7 @@ class Run:
         table = [
             f"{f.env_id} on {metrics['backend']}: {metrics['total_timesteps']} steps, "
             f"{self.steps_this_session} in this session in {self.wall:.1f} s "
-            f"({metrics['steps_per_second']:.0f} steps/s)",
+            f"({metrics['steps_per_second']:.0f} steps/s; evaluations {self.eval_wall:.1f} s of it)",
             f"{'model':<8}{'mean_return':>14}{'std_return':>14}{'episodes':>10}",
         ]
         for name in (LATEST, BEST):
@@ -614,14 +626,14 @@ class _StopRequests:
         return False
 
 
-def record_video(ppo, env_id, video_dir, max_episode_steps=None, seed=None, episodes=1):
+def record_video(ppo, env_id, video_dir, max_episode_steps=None, seed=None, episodes=1, deterministic=True):
     """Play `episodes` episodes on one rendering env and write them as mp4 files to `video_dir`."""
     from unstable_ppo.envs import make_vec_env
 
     vec = make_vec_env(env_id, 1, "sync", env_kwargs={"render_mode": "rgb_array"}, training=False,
                        max_episode_steps=max_episode_steps, video_dir=video_dir, video_episodes=episodes)
     try:
-        return ppo.evaluate(vec, episodes, seed=seed)
+        return ppo.evaluate(vec, episodes, deterministic=deterministic, seed=seed)
     finally:
         vec.close()
 
