@@ -182,8 +182,9 @@ def read_flagfile(path):
 
 
 def run_flags(argv_flags):
-    """This module's flags and their values: saved with every checkpoint."""
-    return {f.name: f.value for f in argv_flags.get_flags_for_module(sys.modules[__name__])}
+    """This module's flags and their values, by name (not by where they are defined): saved with every checkpoint."""
+    return {f.name: f.value for f in sorted(argv_flags.get_flags_for_module(sys.modules[__name__]),
+                                            key=lambda f: f.name)}
 
 
 class Run:
