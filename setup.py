@@ -6,6 +6,9 @@ EXTRAS = {
     "jax": ["jax[cpu]>=0.4.30"],
     "torch": ["torch==2.13.0"],
     "plot": ["matplotlib>=3.7"],
+    # NVIDIA GPUs: the CUDA 12 builds of jax and TensorFlow. torch's default wheel on PyPI is already
+    # a CUDA build (install it without the "torch" extra, which pins the CPU build these machines use).
+    "cuda": ["jax[cuda12]>=0.4.30", "tensorflow[and-cuda]>=2.16"],
     "mujoco": ["gymnasium[mujoco]"],  # HalfCheetah-v5 and the other MuJoCo tasks
     "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
     "ray": ["ray>=2.9"],  # --ray_address: gathering workers as Ray actors, on one machine or a cluster
@@ -16,7 +19,7 @@ EXTRAS = {
     ],
     "benchmarks": ["stable-baselines3>=2.3", "sb3-contrib>=2.3", "matplotlib>=3.7"],
 }
-EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
+EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "cuda" for dep in deps})
 
 setup(
     name="unstable_ppo",

@@ -3,6 +3,10 @@
 __version__ = "0.1.0"
 __all__ = ["PPO", "use_compilation_cache", "__version__"]
 
+from unstable_ppo import quiet  # noqa: E402
+
+quiet.install()  # TensorFlow's C++ start-up lines, off the console on every backend (see quiet.py)
+
 from unstable_ppo import memory_tasks  # noqa: E402,F401  registers CartPoleNoVel-v1, PendulumNoVel-v1 (no Keras import)
 
 

@@ -7,12 +7,19 @@ symlink swaps it in. A crash at any moment therefore leaves the previous checkpo
 loadable, never a mixture of two.
 """
 
+import contextlib
+import json
 import os
 import shutil
 import uuid
 
+from unstable_ppo import __version__
+
 LATEST = "latest"
 BEST = "best"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+META_FILE = "ppo.json"
 
 
 class CheckpointError(RuntimeError):
@@ -56,7 +63,6 @@ def resolve_checkpoint(path, best=False):
     A path that does not exist, is a file, or whose `latest`/`best` link points to a
     deleted directory is a one-line `FileNotFoundError` (`ValueError` for the file).
     """
-    from unstable_ppo.ppo import META_FILE, MODEL_FILE
 
     path = os.fspath(path)
     _check_link(path)
@@ -120,3 +126,44 @@ def _fsync_dir(path):
         pass
     finally:
         os.close(fd)
+
+
+def read_metadata(meta_path):
+    """`ppo.json` as a dict, checked to be unstable_ppo's and not newer than this version reads.
+
+    Anything else is a one-line `ValueError` naming the file.
+    """
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read model metadata {meta_path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:  # bad JSON or text (UnicodeDecodeError is a ValueError)
+        raise ValueError(f"corrupt model metadata {meta_path}: {_one_line(e)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != "unstable_ppo":
+        raise ValueError(f"corrupt model metadata {meta_path}: not an unstable_ppo metadata file")
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"corrupt model metadata {meta_path}: format_version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{os.path.dirname(meta_path) or '.'} was saved in format version {version}, newer than this "
+            f"unstable_ppo ({__version__}) reads ({FORMAT_VERSION}): upgrade unstable_ppo"
+        )
+    return meta
+
+
+@contextlib.contextmanager
+def _metadata_field(meta_path, name):
+    """Turn any error while reading field `name` of `ppo.json` into one line naming the file and field."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+        raise ValueError(f"corrupt model metadata {meta_path}: bad {name}: {_one_line(e)}") from None
+
+
+def _one_line(error):
+    if isinstance(error, KeyError) and error.args:
+        return f"{error.args[0]!r} is missing"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

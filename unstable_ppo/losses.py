@@ -16,25 +16,11 @@ autoreset the step after an episode end is a reset row whose action the env
 ignored, and it must not pull on the policy or the value function.
 """
 
-import dataclasses
-
 import numpy as np
 from keras import ops
 
+from unstable_ppo.config import LossConfig  # noqa: F401  (the loss's settings; defined with the others)
 from unstable_ppo.distributions import DiagGaussian, make_distribution
-
-
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-    clip_range: float = 0.2
-    clip_range_vf: float | None = None
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    normalize_advantage: bool = True
-    use_kl_loss: bool = False
-    kl_target: float = 0.01
-    eta_kl: float = 50.0
-    eta: float = 0.0
 
 
 BATCH_KEYS = ("obs", "actions", "old_log_prob", "old_values", "advantages", "returns", "mask")

@@ -14,7 +14,6 @@ an out-of-bounds penalty on the Gaussian mean (`eta`), reward transforms, and
 running observation/reward normalization whose statistics live in this object.
 """
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -32,167 +31,29 @@ from gymnasium.vector import AutoresetMode
 from unstable_ppo import __version__
 from unstable_ppo.backend import BACKEND
 from unstable_ppo.buffer import RolloutBuffer, sequence_minibatches
+from unstable_ppo.checkpoint import (  # noqa: F401  (FORMAT_VERSION: read here by tests and tools)
+    FORMAT_VERSION,
+    META_FILE,
+    MODEL_FILE,
+    _metadata_field,
+    _one_line,
+    read_metadata,
+)
+from unstable_ppo.config import Hyperparameters, LossConfig, group_values
 from unstable_ppo.envs import as_vector_env, autoreset_mode
 from unstable_ppo.faults import check_finite, check_finite_logs, check_finite_weights
 from unstable_ppo.distributions import make_distribution
-from unstable_ppo.losses import LossConfig, adapt_kl_penalty
+from unstable_ppo.losses import adapt_kl_penalty
 from unstable_ppo.networks import ActorCritic
-from unstable_ppo.normalize import REWARD_TRANSFORMS, Normalizer, transform_reward
+from unstable_ppo.normalize import Normalizer, transform_reward
 from unstable_ppo.spaces import (
     check_action_space,
     check_observation_space,
-    is_image_space,
     space_from_json,
     space_to_json,
     spaces_match,
 )
 
-FORMAT_VERSION = 1
-MODEL_FILE = "model.keras"
-META_FILE = "ppo.json"
-
-
-@dataclasses.dataclass
-class Hyperparameters:
-    """PPO's settings; the defaults are the Atari/CartPole settings of the PPO reference code."""
-
-    num_envs: int = 8
-    num_steps: int = 128
-    num_epochs: int = 4
-    batch_size: int = 256
-    lr: float = 2.5e-4
-    anneal_lr: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    anneal_clip_range: bool = False
-    clip_range_vf: float | None = None
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float | None = 0.5
-    target_kl: float | None = None
-    normalize_advantage: bool = True
-    net: str = "auto"
-    hidden_sizes: tuple = (64, 64)
-    activation: str = "tanh"
-    shared_net: bool | None = None
-    nn_std: bool = False
-    log_std_init: float = 0.0
-    # Recurrent PPO: an LSTM between torso and heads, trained on sequences of timestep_size steps.
-    recurrent: bool = False
-    hidden_layer_size: int = 128
-    shared_lstm: bool = True
-    lstm_head_sizes: tuple = ()
-    timestep_size: int = 16
-    vectorization_mode: str = "sync"
-    # The first seed's options (see the README, "Algorithm options").
-    use_kl_loss: bool = False
-    kl_target: float = 0.01
-    init_beta: float = 1.0
-    eta_kl: float = 50.0
-    eta: float = 0.0
-    reward_transform: str = "identity"
-    reward_scale: float = 0.01
-    normalize_reward: bool = False
-    normalize_obs: bool = False
-    # How the work is split (README: "Parallelism"); the results do not depend on it.
-    gather_per_worker: int = 1
-    worker_num: int = 1
-
-    def validate(self):
-        for name in ("num_envs", "num_steps", "num_epochs", "batch_size", "hidden_layer_size", "timestep_size",
-                     "gather_per_worker", "worker_num"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "clip_range", "clip_range_vf", "max_grad_norm", "target_kl", "gamma", "gae_lambda",
-                     "ent_coef", "vf_coef", "kl_target", "init_beta", "eta_kl", "eta", "reward_scale",
-                     "log_std_init"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float, np.number))
-                                          and not isinstance(value, bool) and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        for name in ("lr", "clip_range"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("clip_range_vf", "max_grad_norm", "target_kl"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0 or None, got {value!r}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
-        if not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda!r}")
-        for name in ("ent_coef", "vf_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        from unstable_ppo.envs import VECTORIZATION_MODES
-
-        if self.vectorization_mode not in VECTORIZATION_MODES:
-            raise ValueError(
-                f"unknown vectorization_mode {self.vectorization_mode!r}: "
-                f"use one of {', '.join(VECTORIZATION_MODES)}"
-            )
-        rollout = self.num_envs * self.num_steps
-        if self.batch_size > rollout:
-            raise ValueError(
-                f"batch_size {self.batch_size} is larger than the rollout "
-                f"(num_envs * num_steps = {rollout})"
-            )
-        if self.recurrent:
-            if self.num_steps % self.timestep_size:
-                raise ValueError(f"timestep_size {self.timestep_size} does not divide num_steps {self.num_steps}: "
-                                 f"training sequences must tile each env's rollout")
-            if self.batch_size % self.timestep_size:
-                raise ValueError(f"batch_size {self.batch_size} is not a multiple of timestep_size "
-                                 f"{self.timestep_size}: minibatches are made of whole sequences")
-            if self.shared_lstm and self.shared_net is False:
-                raise ValueError("a shared LSTM needs a shared torso: drop shared_net=False, "
-                                 "or pass shared_lstm=False for separate policy and value networks")
-        from unstable_ppo.parallel import check_split
-
-        check_split(self.num_envs, self.gather_per_worker, self.worker_num, self.batch_size)
-        if any(int(h) <= 0 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes!r}")
-        if any(int(h) <= 0 for h in self.lstm_head_sizes):
-            raise ValueError(f"lstm_head_sizes must be positive, got {self.lstm_head_sizes!r}")
-        if self.lstm_head_sizes and not self.recurrent:
-            raise ValueError("lstm_head_sizes applies to recurrent models only: add recurrent=True")
-        try:
-            keras.activations.get(self.activation)
-        except (ValueError, TypeError):
-            raise ValueError(f"unknown activation {self.activation!r}: use a Keras activation name "
-                             f"such as tanh or relu") from None
-        if self.use_kl_loss and self.anneal_clip_range:
-            raise ValueError("anneal_clip_range anneals the clipped objective's range, which use_kl_loss replaces: "
-                             "drop one of them")
-        for name in ("kl_target", "init_beta", "reward_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("eta", "eta_kl"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.reward_transform not in REWARD_TRANSFORMS:
-            raise ValueError(f"unknown reward_transform {self.reward_transform!r}: "
-                             f"use one of {', '.join(REWARD_TRANSFORMS)}")
-
-    def check_spaces(self, observation_space, action_space):
-        """The options that only some spaces support."""
-        if not isinstance(action_space, spaces.Box):
-            for name in ("eta", "nn_std"):
-                if getattr(self, name):
-                    raise ValueError(f"{name} applies to Box (continuous) action spaces only, "
-                                     f"not {type(action_space).__name__}")
-        if self.normalize_obs and (
-            not isinstance(observation_space, spaces.Box) or is_image_space(observation_space)
-        ):
-            raise ValueError("normalize_obs applies to Box vector observations, not images or discrete ones")
-
-    def to_json(self):
-        d = dataclasses.asdict(self)
-        d["hidden_sizes"] = list(self.hidden_sizes)
-        d["lstm_head_sizes"] = list(self.lstm_head_sizes)
-        return d
 
 
 class PPO:
@@ -243,19 +104,7 @@ class PPO:
             self.hp.validate()
             self.hp.check_spaces(self.observation_space, self.action_space)
             self.model = ActorCritic(
-                self.observation_space,
-                self.action_space,
-                net=self.hp.net,
-                hidden_sizes=self.hp.hidden_sizes,
-                activation=self.hp.activation,
-                shared_net=self.hp.shared_net,
-                nn_std=self.hp.nn_std,
-                log_std_init=self.hp.log_std_init,
-                recurrent=self.hp.recurrent,
-                hidden_layer_size=self.hp.hidden_layer_size,
-                shared_lstm=self.hp.shared_lstm,
-                lstm_head_sizes=self.hp.lstm_head_sizes,
-                seed=seed,
+                self.observation_space, self.action_space, **group_values(self.hp, "network"), seed=seed
             )
             self.model.kl_beta.assign(self.hp.init_beta)
             self._compile()
@@ -271,17 +120,7 @@ class PPO:
             optimizer=keras.optimizers.Adam(
                 learning_rate=hp.lr, epsilon=1e-5, global_clipnorm=hp.max_grad_norm
             ),
-            loss_config=LossConfig(
-                clip_range=hp.clip_range,
-                clip_range_vf=hp.clip_range_vf,
-                ent_coef=hp.ent_coef,
-                vf_coef=hp.vf_coef,
-                normalize_advantage=hp.normalize_advantage,
-                use_kl_loss=hp.use_kl_loss,
-                kl_target=hp.kl_target,
-                eta_kl=hp.eta_kl,
-                eta=hp.eta,
-            ),
+            loss_config=LossConfig(**group_values(hp, "loss")),
             sequence_length=hp.timestep_size if hp.recurrent else 1,
         )
 
@@ -899,31 +738,6 @@ class PPO:
         return self
 
 
-def read_metadata(meta_path):
-    """`ppo.json` as a dict, checked to be unstable_ppo's and not newer than this version reads.
-
-    Anything else is a one-line `ValueError` naming the file.
-    """
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except OSError as e:
-        raise ValueError(f"cannot read model metadata {meta_path}: {e.strerror or e}") from None
-    except (ValueError, RecursionError) as e:  # bad JSON or text (UnicodeDecodeError is a ValueError)
-        raise ValueError(f"corrupt model metadata {meta_path}: {_one_line(e)}") from None
-    if not isinstance(meta, dict) or meta.get("format") != "unstable_ppo":
-        raise ValueError(f"corrupt model metadata {meta_path}: not an unstable_ppo metadata file")
-    version = meta.get("format_version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"corrupt model metadata {meta_path}: format_version {version!r} is not an integer")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{os.path.dirname(meta_path) or '.'} was saved in format version {version}, newer than this "
-            f"unstable_ppo ({__version__}) reads ({FORMAT_VERSION}): upgrade unstable_ppo"
-        )
-    return meta
-
-
 def _load_actor_critic(model_path):
     """The ActorCritic in a `.keras` file, deserialized in Keras's safe mode (no Python code, no pickle)."""
     if not zipfile.is_zipfile(model_path):
@@ -938,22 +752,6 @@ def _load_actor_critic(model_path):
     if not isinstance(model, ActorCritic):
         raise ValueError(f"{model_path} holds a {type(model).__name__}, not an unstable_ppo ActorCritic")
     return model
-
-
-@contextlib.contextmanager
-def _metadata_field(meta_path, name):
-    """Turn any error while reading field `name` of `ppo.json` into one line naming the file and field."""
-    try:
-        yield
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
-        raise ValueError(f"corrupt model metadata {meta_path}: bad {name}: {_one_line(e)}") from None
-
-
-def _one_line(error):
-    if isinstance(error, KeyError) and error.args:
-        return f"{error.args[0]!r} is missing"
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _jsonable(state):

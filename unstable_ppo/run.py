@@ -24,9 +24,11 @@ import os
 import string
 import sys
 import time
+import typing
 
 from absl import flags
 
+from unstable_ppo import config
 from unstable_ppo.cli import BACKENDS, UsageError, run_app, select_backend
 
 flags.DEFINE_integer("rank", 0, "Run index; templated into paths as {rank}.")
@@ -39,51 +41,34 @@ flags.DEFINE_string("tb_logdir", "", "TensorBoard event directory, relative to l
 flags.DEFINE_integer("log_interval", 10, "Updates between summaries on the console.")
 flags.DEFINE_string("env_id", "CartPole-v1", "Gymnasium environment id.")
 flags.DEFINE_bool("env_defaults", True, "Apply the bundled flagfile for env_id (unstable_ppo/configs/).")
-flags.DEFINE_enum("vec_env", "sync", ["sync", "async", "ale"],
-                  "sync: envs in this process; async: one subprocess per env; ale: ale-py's C++ Atari vector env.")
-flags.DEFINE_integer("num_envs", 8, "Parallel environments.")
+
+
+def _define_setting_flags():
+    """One flag per PPO setting, from the table in `unstable_ppo.config` (name, default, help)."""
+    for field in config.settings():
+        name, meta = config.flag_name(field), field.metadata
+        if name is None:
+            continue
+        kinds = set(typing.get_args(field.type)) or {field.type}
+        if meta["choices"]:
+            flags.DEFINE_enum(name, field.default, meta["choices"], meta["help"])
+        elif field.name == "net":  # a bool flag: --force_mlp sets net="mlp"
+            flags.DEFINE_bool(name, False, meta["help"])
+        elif bool in kinds:
+            flags.DEFINE_bool(name, field.default, meta["help"])
+        elif int in kinds:
+            flags.DEFINE_integer(name, field.default, meta["help"])
+        elif float in kinds:
+            flags.DEFINE_float(name, field.default, meta["help"])
+        elif tuple in kinds:
+            flags.DEFINE_list(name, [str(v) for v in field.default], meta["help"])
+        else:
+            flags.DEFINE_string(name, field.default, meta["help"])
+
+
+_define_setting_flags()
 flags.DEFINE_integer("num_episodes", None, "Rollout/update iterations (default: from --total_timesteps).")
 flags.DEFINE_integer("total_timesteps", 100_000, "Env steps to train for, when --num_episodes is not given.")
-flags.DEFINE_integer("num_steps", 128, "Steps per env per rollout.")
-flags.DEFINE_integer("num_epochs", 4, "Passes over each rollout.")
-flags.DEFINE_integer("batch_size", 256, "Minibatch size.")
-flags.DEFINE_float("lr", 2.5e-4, "Adam learning rate (linearly annealed to 0 unless --noanneal_lr).")
-flags.DEFINE_bool("anneal_lr", True, "Anneal the learning rate linearly to 0.")
-flags.DEFINE_float("gamma", 0.99, "Discount factor.")
-flags.DEFINE_float("gae_lambda", 0.95, "GAE lambda.")
-flags.DEFINE_float("clip_range", 0.2, "PPO clipping range.")
-flags.DEFINE_bool("anneal_clip_range", False, "Anneal the clipping range linearly to 0, as the learning rate.")
-flags.DEFINE_float("clip_range_vf", None, "Value clipping range (off if unset).")
-flags.DEFINE_float("ent_coef", 0.0, "Entropy bonus coefficient.")
-flags.DEFINE_float("vf_coef", 0.5, "Value loss coefficient.")
-flags.DEFINE_float("max_grad_norm", 0.5, "Global gradient-norm clip.")
-flags.DEFINE_float("target_kl", None, "Stop the epochs of an update once approx KL exceeds this.")
-flags.DEFINE_bool("shared_net", None, "Share the torso between policy and value (default: CNN yes, MLP no).")
-flags.DEFINE_bool("force_mlp", False, "Use the MLP even for image observations.")
-flags.DEFINE_list("hidden_sizes", ["64", "64"], "MLP layer sizes, comma-separated.")
-flags.DEFINE_string("activation", "tanh", "MLP activation: a Keras activation name (tanh, relu, ...).")
-flags.DEFINE_float("log_std_init", 0.0, "Box actions: the Gaussian's initial log-std.")
-flags.DEFINE_bool("recurrent", False, "An LSTM between the torso and the policy and value heads (recurrent PPO).")
-flags.DEFINE_integer("hidden_layer_size", 128, "Recurrent: LSTM units.")
-flags.DEFINE_integer("timestep_size", 16, "Recurrent: steps per training sequence; must divide --num_steps and "
-                     "--batch_size.")
-flags.DEFINE_list("lstm_head_sizes", [], "Recurrent: dense layers (--activation) between the LSTM and each head, "
-                  "comma-separated.")
-flags.DEFINE_bool("shared_lstm", True, "Recurrent: one LSTM (and torso) for policy and value; "
-                  "--noshared_lstm gives each its own.")
-# The first seed's options (README: "Algorithm options").
-flags.DEFINE_bool("use_kl_loss", False, "Adaptive KL-penalty loss instead of the clipped surrogate.")
-flags.DEFINE_float("kl_target", 0.01, "KL loss: the KL(old || new) per update that beta is servoed to.")
-flags.DEFINE_float("init_beta", 1.0, "KL loss: the initial KL penalty coefficient beta.")
-flags.DEFINE_float("eta_kl", 50.0, "KL loss: coefficient of the hinge max(0, KL - 2 kl_target)^2.")
-flags.DEFINE_float("eta", 0.0, "Box actions: weight of the penalty on a Gaussian mean outside the bounds.")
-flags.DEFINE_bool("nn_std", False, "Box actions: the network predicts the log-std (else a free variable).")
-# A string, not an enum: a bad value is then the runner's own one-line error.
-flags.DEFINE_string("reward_transform", "identity",
-                    "identity | scale: r * reward_scale | positive: max(-0.001, r / 100).")
-flags.DEFINE_float("reward_scale", 0.01, "The factor of --reward_transform=scale.")
-flags.DEFINE_bool("normalize_reward", False, "Divide rewards by the running std of the discounted return.")
-flags.DEFINE_bool("normalize_obs", False, "Normalize Box vector observations: running mean/std, clip ±10.")
 flags.DEFINE_enum("backend", None, BACKENDS, "Keras backend (default: $KERAS_BACKEND, else tensorflow).")
 flags.DEFINE_integer("eval_interval", 10, "Updates between evaluations (0: only at the end).")
 flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluation.")
@@ -100,13 +85,8 @@ flags.DEFINE_float("env_timeout", 60.0, "Seconds to wait for an env worker's ans
 flags.DEFINE_bool("record_video", False, "Record the final evaluation's first episode to {logdir}/videos.")
 flags.DEFINE_bool("resume", False, "Continue the run in logdir from its latest checkpoint.")
 flags.DEFINE_bool("overwrite", False, "Start afresh in a logdir that already holds a run, deleting its checkpoints.")
-# Parallelism (README: "Parallelism"): how the work is split; a seeded run's results do not depend on it.
-flags.DEFINE_integer("gather_per_worker", 1, "Gathering workers: step the num_envs envs in this many worker processes "
-                     "(num_envs/M envs each; 1: in this process), or with --ray_address this many Ray actors.")
 flags.DEFINE_string("ray_address", None, "Run the gathering workers as actors of the Ray cluster at this address "
                     "(host:port, ray://host:port or auto; default: $RAY_ADDRESS; needs unstable_ppo[ray]).")
-flags.DEFINE_integer("worker_num", 1, "Data-parallel learners: split each minibatch over this many devices "
-                     "(JAX only).")
 flags.DEFINE_string("compilation_cache_dir", None, "JAX: keep compiled XLA programs in this directory, so a later "
                     "run with the same shapes skips compiling them. Use a directory only you can write to: what it "
                     "holds runs as machine code.")
@@ -117,16 +97,13 @@ FLAGS = flags.FLAGS
 MAX_SEED = 2_000_000_000
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Flags a resumed run keeps: changing them would change the model, its envs or its training.
-_FIXED_ON_RESUME = ("seed", "num_envs", "num_steps", "num_epochs", "batch_size", "lr", "anneal_lr", "gamma",
-                    "gae_lambda", "clip_range", "anneal_clip_range", "clip_range_vf", "ent_coef", "vf_coef", "max_grad_norm",
-                    "target_kl", "shared_net", "force_mlp", "hidden_sizes", "activation", "log_std_init",
-                    "recurrent", "hidden_layer_size", "timestep_size", "shared_lstm", "lstm_head_sizes", "vec_env", "use_kl_loss",
-                    "kl_target", "init_beta", "eta_kl", "eta", "nn_std", "reward_transform", "reward_scale",
-                    "normalize_reward", "normalize_obs")
+_FIXED_ON_RESUME = ("seed",) + tuple(config.flag_name(f) for f in config.settings()
+                                     if config.flag_name(f) and f.metadata["fixed_on_resume"])
 # Flags that say where a run is, or how to start it; never taken from a saved run.
 _PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "logdir", "rank", "env_id",
-                "model_dir", "logging", "monitor_dir", "tb_logdir", "gather_per_worker", "ray_address", "worker_num",
-                "compilation_cache_dir"}
+                "model_dir", "logging", "monitor_dir", "tb_logdir", "ray_address",
+                "compilation_cache_dir"} | {
+    config.flag_name(f) for f in config.settings() if config.flag_name(f) and not f.metadata["fixed_on_resume"]}
 
 
 def render_path(template, **values):
@@ -274,6 +251,10 @@ class Run:
 
             if not is_atari(f.env_id):
                 raise UsageError(f"--vec_env=ale needs an Atari env id, not {f.env_id!r}")
+        from unstable_ppo.config import Hyperparameters
+
+        self.hp = Hyperparameters(**self.hyperparameters())
+        self.hp.check_values()  # all but the activation's name, which needs Keras
         self._settle_parallelism()
         self._settle_compilation_cache()
 
@@ -320,8 +301,7 @@ class Run:
 
     def _read_saved_run(self):
         """The runner's record in the latest checkpoint's ppo.json, checked before anything is written."""
-        from unstable_ppo.checkpoint import LATEST
-        from unstable_ppo.ppo import read_metadata
+        from unstable_ppo.checkpoint import LATEST, read_metadata
 
         path = os.path.join(self.model_root, LATEST, "ppo.json")
         try:
@@ -344,23 +324,21 @@ class Run:
         return saved
 
     def hyperparameters(self):
-        f = self.flags
-        return dict(
-            num_envs=f.num_envs, num_steps=f.num_steps, num_epochs=f.num_epochs, batch_size=f.batch_size,
-            lr=f.lr, anneal_lr=f.anneal_lr, gamma=f.gamma, gae_lambda=f.gae_lambda,
-            clip_range=f.clip_range, anneal_clip_range=f.anneal_clip_range and not f.use_kl_loss,
-            clip_range_vf=f.clip_range_vf, ent_coef=f.ent_coef, vf_coef=f.vf_coef,
-            max_grad_norm=f.max_grad_norm, target_kl=f.target_kl, shared_net=f.shared_net,
-            net="mlp" if f.force_mlp else "auto", hidden_sizes=self._sizes("hidden_sizes"), activation=f.activation,
-            log_std_init=f.log_std_init, vectorization_mode=f.vec_env,
-            recurrent=f.recurrent, hidden_layer_size=f.hidden_layer_size, timestep_size=f.timestep_size,
-            shared_lstm=f.shared_lstm, lstm_head_sizes=self._sizes("lstm_head_sizes"),
-            use_kl_loss=f.use_kl_loss, kl_target=f.kl_target, init_beta=f.init_beta, eta_kl=f.eta_kl,
-            eta=f.eta,
-            nn_std=f.nn_std, reward_transform=f.reward_transform, reward_scale=f.reward_scale,
-            normalize_reward=f.normalize_reward, normalize_obs=f.normalize_obs,
-            gather_per_worker=f.gather_per_worker, worker_num=f.worker_num,
-        )
+        """`Hyperparameters` arguments from the flags (the table in `unstable_ppo.config` names them)."""
+        f, values = self.flags, {}
+        for field in config.settings():
+            name = config.flag_name(field)
+            if name is None:
+                continue
+            if field.name == "net":
+                values["net"] = "mlp" if f.force_mlp else "auto"
+            elif field.type is tuple:
+                values[field.name] = self._sizes(name)
+            else:
+                values[field.name] = f[name].value
+        # A flagfile's anneal_clip_range is ignored under --use_kl_loss, as its clip_range is.
+        values["anneal_clip_range"] = f.anneal_clip_range and not f.use_kl_loss
+        return values
 
     def _sizes(self, name):
         try:
@@ -374,17 +352,17 @@ class Run:
     def build(self):
         from unstable_ppo.checkpoint import LATEST
         from unstable_ppo.envs import make_vec_env
-        from unstable_ppo.ppo import PPO, Hyperparameters
 
-        f = self.flags
-        hp = Hyperparameters(**self.hyperparameters())
-        hp.validate()  # before any env or file exists
+        f, hp = self.flags, self.hp
         # The evaluation envs write no files: they tell the spaces before the training envs exist.
         self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, training=False,
                                      max_episode_steps=f.eval_max_steps, max_env_restarts=f.max_env_restarts,
                                      env_timeout=f.env_timeout)
         try:
             hp.check_spaces(self.eval_env.single_observation_space, self.eval_env.single_action_space)
+            from unstable_ppo.ppo import PPO  # Keras (and TensorFlow) start here, after every other flag check
+
+            hp.check_activation()
             _check_writable(self.logdir)
         except (ValueError, UsageError):
             self.eval_env.close()
@@ -640,6 +618,10 @@ def record_video(ppo, env_id, video_dir, max_episode_steps=None, seed=None, epis
 
 
 def train(argv_flags):
+    if argv_flags.verbose >= 2:
+        from unstable_ppo import quiet
+
+        quiet.show_startup_logs()
     select_backend(argv_flags.backend)
     run = Run(argv_flags)
     run.settle_flags()
