@@ -30,25 +30,23 @@ tf, ALE, OpenBLAS, OMP) are left at the libraries' defaults.
 """
 
 import argparse
-import datetime
-import importlib.metadata
-import importlib.util
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
+
+import harness
 
 ENV_ID = "BreakoutNoFrameskip-v4"
 HP = {"num_envs": 8, "num_steps": 128, "num_epochs": 4, "batch_size": 256, "lr": 2.5e-4, "anneal_lr": True,
       "clip_range": 0.1, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5, "gamma": 0.99,
       "gae_lambda": 0.95}
 ROLLOUT = HP["num_envs"] * HP["num_steps"]
-KERAS_BACKENDS = [b for b in ("tensorflow", "torch", "jax") if importlib.util.find_spec(b)]
+KERAS_BACKENDS = harness.keras_backends(("tensorflow", "torch", "jax"))
 RUNNERS = ["sb3", *KERAS_BACKENDS]
 MODES = ["ale", "sync"]
 TARGET = 1.2
+PACKAGES = ("unstable_ppo", "keras", "tensorflow", "jax", "torch", "stable_baselines3", "gymnasium", "ale_py", "numpy")
 
 
 def timed(method, clock):
@@ -68,7 +66,6 @@ def run_sb3(seed, timesteps):
     import ale_py
     import gymnasium as gym
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
@@ -86,38 +83,16 @@ def run_sb3(seed, timesteps):
     # model.env is the outermost VecEnv (VecTransposeImage over VecFrameStack over DummyVecEnv);
     # collect_rollouts calls its step(), so the whole preprocessing stack is timed as env.
     model.env.step = timed(model.env.step, clock)
-    updates, marks = [], {}
-
-    class Split(BaseCallback):
-        """Rollout vs update times per iteration; an update runs from a rollout's end to the next start."""
-
-        def _close_update(self, now):
-            if "rollout_end" in marks:
-                updates[-1]["update_s"] = now - marks.pop("rollout_end")
-                if len(updates) == 1:
-                    marks["first_update_end"] = now
-
-        def _on_rollout_start(self):
-            now = time.perf_counter()
-            self._close_update(now)
-            clock["env_s"] = 0.0
-            marks["rollout_start"] = now
-
-        def _on_rollout_end(self):
-            now = time.perf_counter()
-            updates.append({"rollout_s": now - marks["rollout_start"], "env_s": clock["env_s"]})
-            marks["rollout_end"] = now
-
-        def _on_training_end(self):
-            self._close_update(time.perf_counter())
-
-        def _on_step(self):
-            return True
-
+    # Rollout and update times per iteration; an update runs from a rollout's end to the next start.
+    env_times = []
+    split = harness.sb3_clock(on_rollout_start=lambda: clock.update(env_s=0.0),
+                              on_rollout_end=lambda: env_times.append(clock["env_s"]))
     start = time.perf_counter()
-    model.learn(timesteps, callback=Split())
+    model.learn(timesteps, callback=split)
     end = time.perf_counter()
-    return model.num_timesteps, start, end, marks["first_update_end"], updates
+    updates = [{"rollout_s": it["rollout_s"], "env_s": env_s, "update_s": it["update_s"]}
+               for it, env_s in zip(split.iterations(), env_times)]
+    return model.num_timesteps, start, end, split.first_update_end(), updates
 
 
 def run_unstable_ppo(backend, mode, seed, timesteps):
@@ -160,35 +135,9 @@ def run_job(runner, seed, timesteps):
 
 def spawn(runner, seed, timesteps):
     """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
-    env = dict(os.environ)
     backend = runner.partition("/")[0]
-    if backend != "sb3":
-        env["KERAS_BACKEND"] = backend
-    cmd = [sys.executable, os.path.abspath(__file__), "--job", runner, "--seed", str(seed),
-           "--timesteps", str(timesteps)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return None, proc.stderr + proc.stdout
-    return json.loads(lines[-1]), proc.stderr
-
-
-def machine():
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                   platform.processor() or "?")
-    versions = {}
-    for pkg in ("unstable_ppo", "keras", "tensorflow", "jax", "torch", "stable_baselines3", "gymnasium",
-                "ale_py", "numpy"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version(),
-            "versions": versions,
-            "thread_env": {k: v for k, v in os.environ.items()
-                           if k.endswith("_NUM_THREADS") or k.startswith("XLA_FLAGS")}}
+    return harness.spawn(__file__, ["--job", runner, "--seed", seed, "--timesteps", timesteps],
+                         backend=None if backend == "sb3" else backend)
 
 
 def mean(xs):
@@ -267,34 +216,24 @@ def main():
     runners = [f"{r}/{m}" if r != "sb3" else r for r in RUNNERS if r in args.runners
                for m in (args.modes if r != "sb3" else [None])]
     jobs = [(r, s) for s in range(args.repeats) for r in runners]
-    results, failures = [], []
-    for i, (runner, seed) in enumerate(jobs, 1):
-        result, stderr = spawn(runner, seed, args.timesteps)
-        if result is None:
-            failures.append((runner, seed))
-            tail = "\n".join(stderr.strip().splitlines()[-20:])
-            print(f"[{i}/{len(jobs)}] {runner} seed {seed}: FAILED\n{tail}", file=sys.stderr, flush=True)
-            continue
-        results.append(result)
-        print(f"[{i}/{len(jobs)}] {runner} seed {seed}: {result['steady_steps_per_second']:.0f} steps/s "
-              f"steady, {result['steps_per_second']:.0f} overall, first update "
-              f"{result['first_update_s']:.1f} s", file=sys.stderr, flush=True)
+    results, failures = harness.run_jobs(
+        jobs, lambda job: spawn(*job, args.timesteps), name=lambda job, result: f"{job[0]} seed {job[1]}",
+        summary=lambda r: f"{r['steady_steps_per_second']:.0f} steps/s steady, {r['steps_per_second']:.0f} overall, "
+                          f"first update {r['first_update_s']:.1f} s")
 
-    info = machine()
+    info = harness.machine(PACKAGES)
     print(f"\n## {ENV_ID}, {args.timesteps} steps per job, {args.repeats} repeats "
           f"(seeds 0-{args.repeats - 1})\n")
     print(table(results, runners))
-    print(f"\n{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · Python {info['python']} · "
-          + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    print("\n" + harness.machine_line(info)
           + f" · threads: library defaults, env {info['thread_env'] or 'unset'}")
     if failures:
         print("\nfailed jobs: " + ", ".join(f"{r} seed {s}" for r, s in failures))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "env_id": ENV_ID,
-                       "args": {k: v for k, v in vars(args).items() if k not in ("job", "seed")},
-                       "hyperparameters": HP, "runners": runners, "results": results,
-                       "failures": failures}, f, indent=2)
+        harness.write_json(args.json, {"machine": info, "env_id": ENV_ID,
+                                       "args": {k: v for k, v in vars(args).items() if k not in ("job", "seed")},
+                                       "hyperparameters": HP, "runners": runners, "results": results,
+                                       "failures": failures})
     return 1 if failures else 0
 
 

@@ -22,31 +22,31 @@ Thread settings (torch, jax, tf, OpenBLAS, OMP) are left at their defaults.
 
 Jobs import unstable_ppo from this checkout (PYTHONPATH is set to it), not from wherever
 `pip install -e` points; `--baseline DIR` adds, for each Keras backend, a runner `BACKEND@base`
-that imports it from DIR, run right before its peer, for before/after comparisons.
+that imports it from DIR (another checkout's root, e.g. `git worktree add /tmp/base main`), run
+right before its peer with the same seed, for before/after comparisons: this script and its
+settings stay this checkout's, only the library code differs. A second table then sets each
+backend's steps/s on the baseline beside this checkout's, with their ratio per seed (× baseline)
+and whether the evaluation returns matched.
 `--compilation_cache_dir DIR` runs the `jax` jobs with XLA's persistent compilation cache in
 DIR, after one unmeasured short jax job that fills it: what a second run of the same settings
 costs.
 """
 
 import argparse
-import datetime
-import importlib.metadata
-import importlib.util
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
+import harness
+
 ENV_ID = "CartPole-v1"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGFILE = os.path.join(ROOT, "unstable_ppo", "configs", f"{ENV_ID}.flags")
+FLAGFILE = harness.flagfile(ENV_ID)
 HP_ISSUE = dict(num_envs=8, num_steps=128, num_epochs=4, batch_size=256, lr=2.5e-4, gamma=0.99,
                 gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
 # Flagfile entries that are not PPO settings (the runner's budget, evaluation and saving).
 NOT_PPO_FLAGS = {"total_timesteps", "eval_interval", "save_interval"}
-KERAS_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b)]
+KERAS_BACKENDS = harness.keras_backends(("tensorflow", "jax", "torch"))
 RUNNERS = ["sb3", "sb3_zoo", *KERAS_BACKENDS]
 EVAL_EPISODES = 10
 SOLVED = 475.0
@@ -55,11 +55,7 @@ SOLVED = 475.0
 def zoo_settings(path=FLAGFILE):
     """(PPO settings, anneal_lr) from the bundled flagfile, with the issue settings' defaults for the rest."""
     hp, anneal_lr = dict(HP_ISSUE), False
-    for line in open(path):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, value = line[2:].split("=", 1)
+    for name, value in harness.read_flagfile(path).items():
         if name in NOT_PPO_FLAGS:
             continue
         if name == "anneal_lr":
@@ -101,22 +97,12 @@ def run_job(runner, seed, timesteps, HP, anneal_lr, cache_dir=None):
             ent_coef=HP["ent_coef"], vf_coef=HP["vf_coef"], max_grad_norm=HP["max_grad_norm"],
             seed=seed, device="cpu", verbose=0,
         )
-        from stable_baselines3.common.callbacks import BaseCallback
-
-        class FirstIteration(BaseCallback):
-            """Times the first rollout+update, as the Keras runs' first_update_s does."""
-
-            def _on_rollout_start(self):
-                if self.model.num_timesteps > 0 and "first_update_s" not in extra:
-                    extra["first_update_s"] = time.perf_counter() - start
-
-            def _on_step(self):
-                return True
-
-        extra = {}
+        clock = harness.sb3_clock()
         start = time.perf_counter()
-        model.learn(timesteps, callback=FirstIteration())
+        model.learn(timesteps, callback=clock)
         seconds = time.perf_counter() - start
+        # The first rollout+update ends when the second rollout starts, as the Keras runs' first_update_s.
+        extra = {"first_update_s": clock.starts[1] - start} if len(clock.starts) > 1 else {}
         eval_env = DummyVecEnv([lambda: Monitor(gym.make(ENV_ID))])
         eval_env.seed(seed + 10_000)
         mean, std = evaluate_policy(model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
@@ -153,37 +139,13 @@ def run_job(runner, seed, timesteps, HP, anneal_lr, cache_dir=None):
 
 def spawn(runner, seed, args, timesteps=None):
     """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
-    env = dict(os.environ)
     backend, _, base = runner.partition("@")
-    code = os.path.abspath(args.baseline) if base else ROOT
-    env["PYTHONPATH"] = code + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    if not backend.startswith("sb3"):
-        env["KERAS_BACKEND"] = backend
-    cmd = [sys.executable, os.path.abspath(__file__), "--job", runner, "--seeds", str(seed),
-           "--timesteps", str(timesteps or args.timesteps), "--settings", args.settings,
-           "--anneal_lr" if args.anneal_lr else "--no-anneal_lr"]
+    argv = ["--job", runner, "--seeds", seed, "--timesteps", timesteps or args.timesteps, "--settings", args.settings,
+            "--anneal_lr" if args.anneal_lr else "--no-anneal_lr"]
     if args.compilation_cache_dir:
-        cmd += ["--compilation_cache_dir", args.compilation_cache_dir]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return None, proc.stderr + proc.stdout
-    return json.loads(lines[-1]), proc.stderr
-
-
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-               platform.processor() or "?")
-    versions = {}
-    for pkg in ("unstable_ppo", "keras", "tensorflow", "jax", "torch", "stable_baselines3", "gymnasium", "numpy"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                nproc=len(os.sched_getaffinity(0)), cpu=cpu, python=platform.python_version(),
-                versions=versions, thread_env={k: v for k, v in os.environ.items()
-                                               if k.endswith("_NUM_THREADS") or k.startswith("XLA_FLAGS")})
+        argv += ["--compilation_cache_dir", args.compilation_cache_dir]
+    return harness.spawn(__file__, argv, backend=None if backend.startswith("sb3") else backend,
+                         code=args.baseline if base else harness.ROOT)
 
 
 def steady(result, HP):
@@ -216,6 +178,39 @@ def table(results, runners, HP):
     return "\n".join(rows)
 
 
+def baseline_table(results, runners, HP):
+    """Each Keras backend on this checkout's code against the same backend on --baseline's, seed by seed.
+
+    The two jobs of a seed ran one after the other, so the ratios are the figures to read; "same
+    returns" says whether every seed's evaluation matched to the last digit, as it does when a change
+    leaves the maths alone.
+    """
+    rows = ["| backend | steps/s: baseline → this | × baseline | after the 1st update: baseline → this, × baseline "
+            "| eval return per seed: baseline → this | same returns |",
+            "|---|---|---|---|---|---|"]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    for runner in runners:
+        if not runner.endswith("@base"):
+            continue
+        backend = runner.partition("@")[0]
+        base = {r["seed"]: r for r in results if r["runner"] == runner}
+        this = {r["seed"]: r for r in results if r["runner"] == backend}
+        seeds = sorted(set(base) & set(this))
+        if not seeds:
+            rows.append(f"| {backend} | failed | | | | |")
+            continue
+        b, t = [base[s] for s in seeds], [this[s] for s in seeds]
+        ratio = mean([y["steps_per_second"] / x["steps_per_second"] for x, y in zip(b, t)])
+        warm_ratio = mean([steady(y, HP) / steady(x, HP) for x, y in zip(b, t)])
+        evals = ", ".join(f"{s}: {x['eval_mean']:.1f} → {y['eval_mean']:.1f}" for s, x, y in zip(seeds, b, t))
+        same = all((x["eval_mean"], x["eval_std"]) == (y["eval_mean"], y["eval_std"]) for x, y in zip(b, t))
+        rows.append(f"| {backend} | {mean([x['steps_per_second'] for x in b]):.0f} → "
+                    f"{mean([y['steps_per_second'] for y in t]):.0f} | {ratio:.2f} "
+                    f"| {mean([steady(x, HP) for x in b]):.0f} → {mean([steady(y, HP) for y in t]):.0f}, "
+                    f"{warm_ratio:.2f} | {evals} | {'yes' if same else 'no'} |")
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=100_000, help="training steps per job (default 100000)")
@@ -240,6 +235,8 @@ def main():
     if args.job:
         return run_job(args.job, args.seeds[0], args.timesteps, HP, anneal_lr, args.compilation_cache_dir)
 
+    if args.baseline and not os.path.isdir(os.path.join(args.baseline, "unstable_ppo")):
+        parser.error(f"--baseline {args.baseline}: no unstable_ppo/ there (it takes a checkout's root)")
     default = ["sb3", "sb3_zoo", *KERAS_BACKENDS] if args.settings == "zoo" else ["sb3", *KERAS_BACKENDS]
     chosen = args.backends if args.backends is not None else default
     runners = []
@@ -249,30 +246,24 @@ def main():
                 runners.append(f"{r}@base")
             runners.append(r)
     jobs = [(r, s) for s in args.seeds for r in runners]
-    results, failures = [], []
     if args.compilation_cache_dir and "jax" in runners:
         result, stderr = spawn("jax", args.seeds[0], args, timesteps=2 * HP["num_envs"] * HP["num_steps"])
         if result is None:
             print(f"filling the compilation cache failed:\n{stderr[-2000:]}", file=sys.stderr)
             return 1
-    for i, (runner, seed) in enumerate(jobs, 1):
-        result, stderr = spawn(runner, seed, args)
-        if result is None:
-            failures.append((runner, seed))
-            tail = "\n".join(stderr.strip().splitlines()[-20:])
-            print(f"[{i}/{len(jobs)}] {runner} seed {seed}: FAILED\n{tail}", file=sys.stderr, flush=True)
-            continue
-        results.append(result)
-        print(f"[{i}/{len(jobs)}] {runner} seed {seed}: {result['steps_per_second']:.0f} steps/s, "
-              f"eval {result['eval_mean']:.1f} ± {result['eval_std']:.1f}", file=sys.stderr, flush=True)
-        write_json(args, HP, anneal_lr, results, failures, complete=False)
+    results, failures = harness.run_jobs(
+        jobs, lambda job: spawn(*job, args), name=lambda job, result: f"{job[0]} seed {job[1]}",
+        summary=lambda r: f"{r['steps_per_second']:.0f} steps/s, eval {r['eval_mean']:.1f} ± {r['eval_std']:.1f}",
+        on_result=lambda results, failures: write_json(args, HP, anneal_lr, results, failures, complete=False))
 
     info = write_json(args, HP, anneal_lr, results, failures, complete=True)
     print(f"\n## CartPole-v1, {args.timesteps} steps, seeds {' '.join(map(str, args.seeds))}, "
           f"settings {args.settings}: {HP}, anneal_lr={anneal_lr}\n")
     print(table(results, runners, HP))
-    print(f"\n{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · Python {info['python']} · "
-          + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    if args.baseline:
+        print(f"\n### This checkout ({harness.ROOT}) against the baseline ({os.path.abspath(args.baseline)})\n")
+        print(baseline_table(results, runners, HP))
+    print("\n" + harness.machine_line(info)
           + f" · threads: library defaults, env {info['thread_env'] or 'unset'}"
           + (f" · jax from a warm compilation cache ({args.compilation_cache_dir})" if args.compilation_cache_dir
              else ""))
@@ -283,15 +274,12 @@ def main():
 
 def write_json(args, HP, anneal_lr, results, failures, complete):
     """The machine and the results so far to `--json` (after every job: a stopped run keeps them)."""
-    info = machine()
+    info = harness.machine()
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
-                           hyperparameters=dict(HP, anneal_lr=anneal_lr), complete=complete,
-                           results=results, failures=failures), f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        harness.write_json(args.json, dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
+                                           hyperparameters=dict(HP, anneal_lr=anneal_lr), complete=complete,
+                                           results=results, failures=failures))
     return info
-
 
 if __name__ == "__main__":
     sys.exit(main())

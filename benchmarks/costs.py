@@ -14,14 +14,13 @@ measures, side by side in one process per backend:
 """
 
 import argparse
-import importlib.util
 import json
-import os
-import subprocess
 import sys
 import time
 
-BACKENDS = [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b)]
+import harness
+
+BACKENDS = harness.keras_backends(("tensorflow", "jax", "torch"))
 
 
 def best_time(fn, repeats, rounds=5, warmup=3):
@@ -79,14 +78,14 @@ def main():
     args = parser.parse_args()
     if args.job:
         return job()
-    rows = []
-    for backend in args.backends:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, __file__, "--job"], env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{backend} failed:\n{proc.stderr[-2000:]}")
+
+    def stop_at_a_failure(i, n, backend, result, output):
+        if result is None:
+            print(f"{backend} failed:\n{output[-2000:]}")
             sys.exit(1)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    rows, _ = harness.run_jobs(args.backends, lambda backend: harness.spawn(
+        __file__, ["--job"], backend=backend, env={"TF_CPP_MIN_LOG_LEVEL": "3"}), progress=stop_at_a_failure)
     print("| backend | act: predict | act: eager call | act: compiled | update per rollout: fit() | update per rollout: compiled |")
     print("|---|---|---|---|---|---|")
     for r in rows:

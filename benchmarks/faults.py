@@ -12,7 +12,6 @@ The last line is the number of runs lost, which must be zero.
 """
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -25,8 +24,10 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import harness
+
+ROOT = harness.ROOT
+sys.path.insert(0, ROOT)  # tests.fault_injection, and this checkout's unstable_ppo
 
 from tests import fault_injection as fi  # noqa: E402
 
@@ -57,8 +58,7 @@ def _fresh(workdir, trial):
 
 def bad_input(backend, flag_examples, timeout=3600):
     """Run the property-based flag tests and the bad-file tests; returns (inputs tried, failures, seconds)."""
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT,
-               UNSTABLE_PPO_FLAG_EXAMPLES=str(flag_examples))
+    env = harness.job_env(backend, TF_CPP_MIN_LOG_LEVEL="3", UNSTABLE_PPO_FLAG_EXAMPLES=str(flag_examples))
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "tests/test_flags_property.py", "tests/test_bad_files.py"],
@@ -127,14 +127,13 @@ def main():
     ]
     print("\n".join(lines))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({
-                "started": started, "backend": args.backend, "cpus": os.cpu_count(),
-                "kill_resume_trials": len(faulted), "crashes_injected": len(crashes),
-                "flag_examples": args.flag_examples, "bad_input_tests_passed": inputs,
-                "bad_input_failures": input_failures, "runs_lost": lost,
-                "trials": [vars(r) for r in results],
-            }, f, indent=2)
+        harness.write_json(args.json, {
+            "started": started, "backend": args.backend, "cpus": os.cpu_count(),
+            "kill_resume_trials": len(faulted), "crashes_injected": len(crashes),
+            "flag_examples": args.flag_examples, "bad_input_tests_passed": inputs,
+            "bad_input_failures": input_failures, "runs_lost": lost,
+            "trials": [vars(r) for r in results],
+        })
     return 1 if lost else 0
 
 

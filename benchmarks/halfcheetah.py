@@ -10,12 +10,12 @@ Needs `pip install -e ".[mujoco]"` (and matplotlib for `--png`).
 
 import argparse
 import json
-import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import harness
+
+sys.path.insert(0, harness.ROOT)  # this checkout's unstable_ppo: it trains in this process
 
 # The settings of unstable_ppo/configs/HalfCheetah-v5.flags, as PPO(...) arguments: keep the two in step.
 HP = dict(num_envs=1, num_steps=512, num_epochs=20, batch_size=64, lr=2.0633e-05, anneal_lr=False,
@@ -81,8 +81,7 @@ def main():
     else:
         run = train(args.seed, args.timesteps)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(run, f, indent=2)
+            harness.write_json(args.json, run)
     if args.png:
         plot(run, args.png)
 

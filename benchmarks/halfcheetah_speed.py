@@ -12,41 +12,33 @@ rollout+update (compilation). Needs `pip install -e ".[mujoco,benchmarks]"`.
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cartpole import KERAS_BACKENDS, machine  # noqa: E402
+import harness
 
 ENV_ID = "HalfCheetah-v5"
 HP = dict(num_envs=1, num_steps=2048, num_epochs=10, batch_size=64, lr=3e-4, gamma=0.99, gae_lambda=0.95,
           clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
 ROLLOUT = HP["num_envs"] * HP["num_steps"]
+KERAS_BACKENDS = harness.keras_backends(("tensorflow", "jax", "torch"))
 
 
 def run_job(runner, seed, rollouts):
     times = []
     if runner == "sb3":
         from stable_baselines3 import PPO
-        from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.env_util import make_vec_env
 
-        class Clock(BaseCallback):
-            def _on_rollout_start(self):
-                times.append(time.perf_counter())
-
-            def _on_step(self):
-                return True
-
+        clock = harness.sb3_clock()
+        times = clock.starts
         model = PPO("MlpPolicy", make_vec_env(ENV_ID, n_envs=1, seed=seed), learning_rate=HP["lr"],
                     n_steps=HP["num_steps"], batch_size=HP["batch_size"], n_epochs=HP["num_epochs"],
                     gamma=HP["gamma"], gae_lambda=HP["gae_lambda"], clip_range=HP["clip_range"],
                     ent_coef=HP["ent_coef"], vf_coef=HP["vf_coef"], max_grad_norm=HP["max_grad_norm"],
                     seed=seed, device="cpu", verbose=0)
         start = time.perf_counter()
-        model.learn(rollouts * ROLLOUT, callback=Clock())
+        model.learn(rollouts * ROLLOUT, callback=clock)
     else:
         from unstable_ppo import PPO
 
@@ -62,16 +54,18 @@ def run_job(runner, seed, rollouts):
 
 
 def spawn(runner, seed, rollouts):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    if runner != "sb3":
-        env["KERAS_BACKEND"] = runner
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", runner, "--seeds", str(seed),
-                           "--rollouts", str(rollouts)], env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        print(f"{runner} seed {seed} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(lines[-1])
+    """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
+    return harness.spawn(__file__, ["--job", runner, "--seeds", seed, "--rollouts", rollouts],
+                         backend=None if runner == "sb3" else runner, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def progress(i, n, job, result, output):
+    runner, seed = job
+    if result is None:
+        print(f"{runner} seed {seed} failed:\n{output[-2000:]}", file=sys.stderr)
+    else:
+        print(f"{runner:<10} seed {seed}: {result['steps_per_second']:7.0f} steps/s, "
+              f"steady {result['steady_steps_per_second']:7.0f}", flush=True)
 
 
 def main():
@@ -86,14 +80,8 @@ def main():
         parser.error("--rollouts must be >= 2 (the first one is compilation)")
     if args.job:
         return run_job(args.job, args.seeds[0], args.rollouts)
-    results = []
-    for seed in args.seeds:
-        for runner in args.backends:
-            result = spawn(runner, seed, args.rollouts)
-            if result:
-                results.append(result)
-                print(f"{runner:<10} seed {seed}: {result['steps_per_second']:7.0f} steps/s, "
-                      f"steady {result['steady_steps_per_second']:7.0f}", flush=True)
+    jobs = [(runner, seed) for seed in args.seeds for runner in args.backends]
+    results, _ = harness.run_jobs(jobs, lambda job: spawn(*job, args.rollouts), progress=progress)
     sb3 = {r["seed"]: r["steady_steps_per_second"] for r in results if r["runner"] == "sb3"}
     print("\n| runner | steady steps/s | × SB3 |\n|---|---|---|")
     for runner in args.backends:
@@ -104,8 +92,7 @@ def main():
             ratio = f"{sum(ratios) / len(ratios):.2f}" if ratios else "—"
             print(f"| {runner} | {mean:.0f} | {ratio} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "hyperparameters": HP, "results": results}, f, indent=2)
+        harness.write_json(args.json, {"machine": harness.machine(), "hyperparameters": HP, "results": results})
 
 
 if __name__ == "__main__":

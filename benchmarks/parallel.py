@@ -26,14 +26,14 @@ bytes moved per rollout.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import harness
+
+ROOT = harness.ROOT
+sys.path.insert(0, ROOT)  # this checkout's unstable_ppo: everything here runs in this process (and Ray's actors)
 
 ATARI = "BreakoutNoFrameskip-v4"
 ATARI_HP = {"num_envs": 8, "num_steps": 128, "num_epochs": 4, "batch_size": 256, "lr": 2.5e-4,
@@ -292,9 +292,8 @@ def main():
     args = parser.parse_args()
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from cartpole import machine
 
-    report = {"machine": machine(), "backend": args.backend, "updates": args.updates}
+    report = {"machine": harness.machine(), "backend": args.backend, "updates": args.updates}
     if "gather" in args.parts:
         print(f"(a) {ATARI}, 8 envs, gathering worker processes, {args.backend}:", flush=True)
         report["gather"] = gather_part(args.updates, args.repeats)
@@ -314,8 +313,7 @@ def main():
         print("bytes per rollout (all actors' trajectories): "
               + ", ".join(f"{e} {b / 1e6:.2f} MB" for e, b in report["trajectory_bytes"].items()))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        harness.write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,11 @@ sampled actions outside the Box (what the env receives clipped), and Gaussian me
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import harness
+
 ENV_ID = "Pendulum-v1"
 VARIANTS = ("clipped", "kl", "clipped+eta")
 EVAL_EPISODES = 10
@@ -34,14 +32,9 @@ def flagfile_hyperparameters():
     """The bundled Pendulum flagfile, as PPO keyword arguments."""
     from unstable_ppo.ppo import Hyperparameters
 
-    path = os.path.join(ROOT, "unstable_ppo", "configs", f"{ENV_ID}.flags")
     defaults = Hyperparameters()
     kwargs = {}
-    for line in open(path):
-        line = line.strip()
-        if not line.startswith("--") or "=" not in line:
-            continue
-        name, value = line[2:].split("=", 1)
+    for name, value in harness.read_flagfile(harness.flagfile(ENV_ID)).items():
         if not hasattr(defaults, name):
             continue  # runner-only flags: total_timesteps, eval_interval, ...
         default = getattr(defaults, name)
@@ -96,15 +89,9 @@ def run_job(variant, seed, timesteps, eta):
 
 
 def spawn(variant, seed, args):
-    env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, os.path.abspath(__file__), "--job", variant, "--seeds", str(seed),
-           "--timesteps", str(args.timesteps), "--eta", str(args.eta)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return None, proc.stderr + proc.stdout
-    return json.loads(lines[-1]), proc.stderr
+    """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
+    return harness.spawn(__file__, ["--job", variant, "--seeds", seed, "--timesteps", args.timesteps, "--eta", args.eta],
+                         backend=args.backend, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def table(results, variants):
@@ -146,36 +133,23 @@ def main():
     if args.job:
         return run_job(args.job, args.seeds[0], args.timesteps, args.eta)
 
-    sys.path.insert(0, ROOT)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from cartpole import machine
-
     jobs = [(v, s) for s in args.seeds for v in args.variants]
-    results, failures = [], []
-    for i, (variant, seed) in enumerate(jobs, 1):
-        result, stderr = spawn(variant, seed, args)
-        if result is None:
-            failures.append((variant, seed))
-            tail = "\n".join(stderr.strip().splitlines()[-20:])
-            print(f"[{i}/{len(jobs)}] {variant} seed {seed}: FAILED\n{tail}", file=sys.stderr, flush=True)
-            continue
-        results.append(result)
-        print(f"[{i}/{len(jobs)}] {variant} seed {seed}: eval {result['eval_mean']:.1f}, "
-              f"{result['learn_s']:.0f} s", file=sys.stderr, flush=True)
-    info = machine()
+    results, failures = harness.run_jobs(
+        jobs, lambda job: spawn(*job, args), name=lambda job, result: f"{job[0]} seed {job[1]}",
+        summary=lambda r: f"eval {r['eval_mean']:.1f}, {r['learn_s']:.0f} s")
+    info = harness.machine()
     cpu, date = info["cpu"], info["date"]
     print(f"\n## {ENV_ID}, {args.timesteps} steps, backend {args.backend}, seeds "
           f"{' '.join(map(str, args.seeds))}, eta {args.eta} in clipped+eta\n")
     print(table(results, args.variants))
-    print(f"\n{date} · {len(os.sched_getaffinity(0))} CPUs ({cpu}) · Python {platform.python_version()}")
+    print("\n" + harness.machine_line(info, versions=False))
     if results:
         print("settings: " + json.dumps(results[0]["hyperparameters"]))
     if failures:
         print("\nfailed jobs: " + ", ".join(f"{v} seed {s}" for v, s in failures))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(date=date, cpu=cpu, args={k: v for k, v in vars(args).items() if k != "job"},
-                           results=results, failures=failures), f, indent=2)
+        harness.write_json(args.json, dict(date=date, cpu=cpu, args={k: v for k, v in vars(args).items() if k != "job"},
+                                           results=results, failures=failures))
     return 1 if failures else 0
 
 

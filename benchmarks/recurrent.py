@@ -16,23 +16,19 @@ Two parts, each job in a fresh subprocess (the Keras backend is fixed at import)
 """
 
 import argparse
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cartpole import machine  # noqa: E402
+import harness
 
 ENV_ID = "CartPoleNoVel-v1"
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "unstable_ppo", "configs", "CartPoleNoVel-v1.flags")
+CONFIG = harness.flagfile(ENV_ID)
 SPEED_HP = dict(num_envs=8, num_steps=128, num_epochs=4, batch_size=256, lr=2.5e-4, gamma=0.99, gae_lambda=0.95,
                 clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
 LSTM_UNITS = 128
-KERAS_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b)]
+KERAS_BACKENDS = harness.keras_backends(("tensorflow", "jax", "torch"))
 RUNNERS = ["sb3", *KERAS_BACKENDS]
 EVAL_EPISODES = 10
 SOLVED = 475.0
@@ -72,7 +68,6 @@ def speed_job(runner, seed, timesteps):
     if runner == "sb3":
         import torch
         from sb3_contrib import RecurrentPPO
-        from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -88,18 +83,12 @@ def speed_job(runner, seed, timesteps):
             policy_kwargs=dict(lstm_hidden_size=LSTM_UNITS, net_arch=dict(pi=[64, 64], vf=[64, 64]),
                                activation_fn=torch.nn.Tanh),
         )
-
-        class FirstIteration(BaseCallback):
-            def _on_rollout_start(self):
-                if self.model.num_timesteps > 0 and "first_update_s" not in marks:
-                    marks["first_update_s"] = time.perf_counter() - start
-
-            def _on_step(self):
-                return True
-
+        clock = harness.sb3_clock()
         start = time.perf_counter()
-        model.learn(timesteps, callback=FirstIteration())
+        model.learn(timesteps, callback=clock)
         seconds = time.perf_counter() - start
+        if len(clock.starts) > 1:  # the first rollout+update ends when the second rollout starts
+            marks["first_update_s"] = clock.starts[1] - start
         steps = model.num_timesteps
         split = {}
     else:
@@ -126,15 +115,9 @@ def speed_job(runner, seed, timesteps):
 
 
 def spawn(argv, runner):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    if runner != "sb3":
-        env["KERAS_BACKEND"] = runner
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env, capture_output=True,
-                          text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return None, proc.stderr + proc.stdout
-    return json.loads(lines[-1]), proc.stderr
+    """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
+    return harness.spawn(__file__, argv, backend=None if runner == "sb3" else runner,
+                         env={"TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def learn_table(results, runners):
@@ -203,35 +186,30 @@ def main():
     if "learn" in args.parts:
         jobs += [(["--job", "learn", r, policy, "--seeds", str(s)], r)
                  for s in args.seeds for r in args.runners if r != "sb3" for policy in ("lstm", "mlp")]
-    results, failures = [], []
-    for i, (argv, runner) in enumerate(jobs, 1):
-        result, stderr = spawn(argv, runner)
-        name = " ".join(argv[1:4])
-        if result is None:
-            failures.append(name)
-            tail = "\n".join(stderr.strip().splitlines()[-20:])
-            print(f"[{i}/{len(jobs)}] {name}: FAILED\n{tail}", file=sys.stderr, flush=True)
-            continue
-        results.append(result)
-        summary = (f"eval {result['eval_mean']:.1f}" if result["part"] == "learn"
-                   else f"{result['steady_steps_per_second']:.0f} steps/s after the 1st update")
-        print(f"[{i}/{len(jobs)}] {name} seed {result['seed']}: {summary}", file=sys.stderr, flush=True)
 
-    info = machine()
+    def name(job, result):
+        name = " ".join(job[0][1:4])
+        return name if result is None else f"{name} seed {result['seed']}"
+
+    results, failed = harness.run_jobs(
+        jobs, lambda job: spawn(*job), name=name,
+        summary=lambda r: (f"eval {r['eval_mean']:.1f}" if r["part"] == "learn"
+                           else f"{r['steady_steps_per_second']:.0f} steps/s after the 1st update"))
+    failures = [name(job, None) for job in failed]
+
+    info = harness.machine()
     if "learn" in args.parts:
         print(f"\n## {ENV_ID}: recurrent against feed-forward, settings of {os.path.basename(CONFIG)}\n")
         print(learn_table([r for r in results if r["part"] == "learn"], args.runners))
     if "speed" in args.parts:
         print(f"\n## {ENV_ID} throughput against sb3-contrib RecurrentPPO, {args.timesteps} steps per job\n")
         print(speed_table([r for r in results if r["part"] == "speed"], args.runners))
-    print(f"\n{info['date']} · {info['nproc']} CPUs ({info['cpu']}) · Python {info['python']} · "
-          + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    print("\n" + harness.machine_line(info))
     if failures:
         print("\nfailed jobs: " + ", ".join(failures))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
-                           speed_hyperparameters=SPEED_HP, results=results, failures=failures), f, indent=2)
+        harness.write_json(args.json, dict(machine=info, args={k: v for k, v in vars(args).items() if k != "job"},
+                                           speed_hyperparameters=SPEED_HP, results=results, failures=failures))
     return 1 if failures else 0
 
 

@@ -9,14 +9,13 @@ rest of `collect_rollout` (buffer writes, checks, GAE). Each backend runs in a f
 """
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKENDS = [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b)]
+import harness
+
+BACKENDS = harness.keras_backends(("tensorflow", "jax", "torch"))
 
 
 def job(updates):
@@ -70,11 +69,9 @@ def main():
         return job(args.updates)
     print("| backend | env stepping | acting (129 calls + bootstraps) | loop | update | total | steps/s |")
     print("|---|---|---|---|---|---|---|", flush=True)
-    for backend in args.backends:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
-                   PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--job", f"--updates={args.updates}"], env=env,
-                       check=True, stderr=subprocess.DEVNULL)
+    for backend in args.backends:  # each job prints its own row
+        harness.spawn_printing(__file__, ["--job", f"--updates={args.updates}"], backend=backend,
+                               env={"TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 if __name__ == "__main__":
