@@ -65,6 +65,10 @@ def test_resume_continues_counters_monitor_files_and_tensorboard(tmp_path):
     again = run(*SHORT, "--num_episodes=2", f"--logdir={logdir}")
     assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
 
+    other_env = run("--resume", "--env_id=Acrobot-v1", f"--logdir={logdir}")
+    assert other_env.returncode == 2 and other_env.stderr.splitlines()[-1].startswith(
+        "error: --env_id=Acrobot-v1 differs from the resumed run's CartPole-v1"), other_env.stderr[-2000:]
+
     resumed = run("--resume", "--num_episodes=4", f"--logdir={logdir}", "--verbose=2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
@@ -187,6 +191,8 @@ def test_top_level_run_py_is_the_same_runner(tmp_path):
         (["--lr=0"], "lr must be > 0"),
         (["--num_episodes=-1"], "num_episodes must be a positive integer"),
         (["--logdir=/tmp/{user}/x"], "unknown template key {user}"),
+        (["--logdir=/tmp/{rank:s}/x"], "--logdir: path template '/tmp/{rank:s}/x' formats {rank}"),
+        (["--monitor_dir=m{env_id!x}"], "--monitor_dir: path template 'm{env_id!x}' formats {env_id}"),
         (["--resume"], "no checkpoint to resume"),
         (["--no_such_flag"], "Unknown command line flag 'no_such_flag'"),
         (["--num_envs=abc"], "--num_envs=abc"),

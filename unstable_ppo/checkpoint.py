@@ -167,3 +167,33 @@ def _one_line(error):
         return f"{error.args[0]!r} is missing"
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def write_atomically(path, write, suffix=""):
+    """Write the file `path` through `write(tmp_path)`, fsync it, and rename it into place.
+
+    A reader (or a crash) sees the old file or the new one, never half of one. `suffix` ends the
+    temporary name, for writers that insist on an extension (Keras's `.keras`). Every file
+    unstable_ppo writes goes through here.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomically(path, obj):
+    """`obj` as indented JSON in `path`, written atomically."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    write_atomically(path, write)

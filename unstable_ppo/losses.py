@@ -3,7 +3,7 @@
     L = L_clip + vf_coef * L_value - ent_coef * H  [+ eta * L_bounds]
 
 or, with `use_kl_loss`, the adaptive KL-penalty objective of the PPO paper (section 4)
-as the first seed wrote it (after pat-coady/trpo):
+as the TF1 reference code (the first seed document) wrote it (after pat-coady/trpo):
 
     L = -E[r(θ) A] + β KL + eta_kl * max(0, KL - 2 kl_target)² + vf_coef * L_value - ent_coef * H
 
@@ -26,7 +26,7 @@ from unstable_ppo.distributions import DiagGaussian, make_distribution
 BATCH_KEYS = ("obs", "actions", "old_log_prob", "old_values", "advantages", "returns", "mask")
 LOG_KEYS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance")
 
-# The adaptive-KL servo's constants (pat-coady/trpo, kept by the seed).
+# The adaptive-KL servo's constants (pat-coady/trpo, kept by the TF1 reference code).
 BETA_MIN, BETA_MAX = 1.0 / 35.0, 35.0
 LR_MULTIPLIER_MIN, LR_MULTIPLIER_MAX = 0.1, 3.0
 
@@ -49,7 +49,7 @@ def log_keys(action_space, config):
 
 
 def adapt_kl_penalty(kl, kl_target, beta, lr_multiplier):
-    """The seed's servo on β and the learning-rate multiplier, run once after each update.
+    """The TF1 reference code's servo on β and the learning-rate multiplier, run once after each update.
 
     β grows when the update moved the policy more than 2·kl_target and shrinks when it
     moved less than kl_target/2; a β at its extremes means the step size itself is off,
@@ -84,7 +84,7 @@ def explained_variance(values, returns, mask, count):
 def bounds_penalty(action_space, mean, mask, count):
     """mean(max(0, |μ - centre| - half_range)²) over rows and the dimensions with finite bounds.
 
-    The seed's hinge: a Gaussian whose mean leaves the Box wastes its samples on clipped
+    The TF1 reference code's hinge: a Gaussian whose mean leaves the Box wastes its samples on clipped
     actions, and the clipped surrogate cannot see that.
     """
     low = np.asarray(action_space.low, np.float64).reshape(-1)

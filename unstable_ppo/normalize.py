@@ -15,7 +15,7 @@ EPSILON = 1e-8
 
 
 def transform_reward(rewards, transform, scale=0.01):
-    """The first seed's reward transforms.
+    """The reward transforms of the TF1 reference code (the first seed document).
 
     `identity`; `scale`: r · scale; `positive`: max(-0.001, r / 100), which keeps a
     reward above a tiny negative floor.

@@ -9,11 +9,11 @@ import collections
 import glob
 import os
 import sys
-import tempfile
 
 import numpy as np
 from absl import flags
 
+from unstable_ppo.checkpoint import write_atomically
 from unstable_ppo.cli import UsageError, exit_on_error
 
 flags.DEFINE_string("output", "curves.png", "Where the PNG goes.")
@@ -129,27 +129,10 @@ def plot_runs(logdirs, output, smooth=100, x="steps", title=None):
     ax.set_ylabel(f"episode return (mean of last {smooth})" if smooth > 1 else "episode return")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    write_atomically(fig, output)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    write_atomically(output, lambda tmp: fig.savefig(tmp, format="png"))
     print(f"wrote {output} ({drawn} runs, {episodes} episodes)")
     return output
-
-
-def write_atomically(fig, output):
-    """Save `fig` as PNG to a temporary file next to `output`, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(f.fileno(), 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
-            fig.savefig(f, format="png")
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def plot(logdirs, argv_flags):

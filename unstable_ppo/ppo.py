@@ -4,18 +4,18 @@ One PPO iteration (Schulman et al., 2017, Algorithm 1):
 
 1. `collect_rollout`: `num_steps` steps of `num_envs` envs with the compiled acting
    function, into a numpy `RolloutBuffer`; GAE(λ) on top.
-2. `update`: `num_epochs` passes of shuffled minibatches through the model's
-   `train_step` (in a compiled per-backend epoch function), stopping early when
-   the approximate KL passes `target_kl`.
+2. `update`: `num_epochs` passes of shuffled minibatches through the backend's
+   compiled epoch function (the model's `train_step` on TensorFlow and JAX; on torch
+   a traced loss, `backward()` and the optimizer step), stopping early when the
+   approximate KL passes `target_kl`.
 
-The first seed's options ride on this loop: the adaptive KL-penalty loss
+The first reference code's options ride on this loop: the adaptive KL-penalty loss
 (`use_kl_loss`; β and a learning-rate multiplier servoed after every update),
 an out-of-bounds penalty on the Gaussian mean (`eta`), reward transforms, and
 running observation/reward normalization whose statistics live in this object.
 """
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -30,6 +30,7 @@ from gymnasium.vector import AutoresetMode
 
 from unstable_ppo import __version__
 from unstable_ppo.backend import BACKEND
+from unstable_ppo import evaluation
 from unstable_ppo.buffer import RolloutBuffer, sequence_minibatches
 from unstable_ppo.checkpoint import (  # noqa: F401  (FORMAT_VERSION: read here by tests and tools)
     FORMAT_VERSION,
@@ -38,6 +39,8 @@ from unstable_ppo.checkpoint import (  # noqa: F401  (FORMAT_VERSION: read here 
     _metadata_field,
     _one_line,
     read_metadata,
+    write_atomically,
+    write_json_atomically,
 )
 from unstable_ppo.config import Hyperparameters, LossConfig, group_values
 from unstable_ppo.envs import as_vector_env, autoreset_mode
@@ -186,6 +189,19 @@ class PPO:
             return self.rng.standard_normal(shape, dtype=np.float32)
         return self.rng.uniform(1e-6, 1.0 - 1e-6, shape).astype(np.float32)
 
+    def policy_step(self, act, obs, noise, state=None, starts=None):
+        """One compiled acting call: `(actions, values, log_probs, next_state)`.
+
+        Every acting site (the rollout, the value bootstrap, `predict`, evaluation) goes
+        through here, so the recurrent case is handled once: a recurrent model reads the
+        LSTM `state` and the episode `starts` (its state is zeroed where one begins); a
+        feed-forward one returns `next_state=None`. `obs` is as the network sees it
+        (normalized); the actions are the model's (packed) ones.
+        """
+        if self.recurrent:
+            return act(obs, noise, state, starts)
+        return (*act(obs, noise), None)
+
     # -- rollouts ----------------------------------------------------------------
 
     def _reset(self):
@@ -224,9 +240,7 @@ class PPO:
             buffer.obs[t] = norm.obs(obs)
             if recurrent:
                 buffer.states[t], buffer.episode_starts[t] = state, starts
-                actions, values, log_probs, state = act(buffer.obs[t], noise[t], state, starts)
-            else:
-                actions, values, log_probs = act(buffer.obs[t], noise[t])
+            actions, values, log_probs, state = self.policy_step(act, buffer.obs[t], noise[t], state, starts)
             actions = self._from_model_actions(actions)
             buffer.actions[t] = actions
             buffer.values[t] = values
@@ -261,9 +275,7 @@ class PPO:
         self._last_obs, self._last_done = obs, last_done
         if recurrent:
             self._last_state, self._last_starts = state, starts
-            last_values = act(norm.obs(obs), noise[0], state, starts)[1]
-        else:
-            last_values = act(norm.obs(obs), noise[0])[1]
+        last_values = self.policy_step(act, norm.obs(obs), noise[0], state, starts)[1]
         if final_obs:
             values = self._values(norm.obs(np.asarray(final_obs, obs_dtype)),
                                   np.asarray(final_states) if recurrent else None)
@@ -292,10 +304,8 @@ class PPO:
         noise = np.full((N, self.model.noise_size), 0.5, np.float32)
         for start in range(0, len(obs), N):
             chunk = obs[start : start + N]
-            inputs = (padded(chunk), noise)
-            if states is not None:
-                inputs += (padded(states[start : start + N]), np.zeros(N, np.float32))
-            out.append(act(*inputs)[1][: len(chunk)])
+            state = None if states is None else padded(states[start : start + N])
+            out.append(self.policy_step(act, padded(chunk), noise, state, np.zeros(N, np.float32))[1][: len(chunk)])
         return np.concatenate(out)
 
     def _record_episodes(self, info):
@@ -316,7 +326,7 @@ class PPO:
 
         With the KL loss, the old policy's parameters are computed once, before the first
         epoch (the weights are still the acting ones). After each epoch the KL(old || new)
-        over the whole rollout is measured, as the seed did: above 4·kl_target the update
+        over the whole rollout is measured, as the TF1 reference code did: above 4·kl_target the update
         stops, and the last value drives β and the learning-rate multiplier (`logs["kl"]`).
         """
         hp = self.hp
@@ -471,7 +481,8 @@ class PPO:
         act = self.model.make_act_function(deterministic=deterministic)
         noise = self._draw_noise((len(obs), self.model.noise_size))
         if not self.recurrent:
-            actions = self._to_env_actions(self._from_model_actions(act(self.normalizer.obs(obs), noise)[0]))
+            actions = self._to_env_actions(self._from_model_actions(self.policy_step(act, self.normalizer.obs(obs),
+                                                                                     noise)[0]))
             return actions[0] if single else actions
         state = np.asarray(state, np.float32)
         given_shape = state.shape
@@ -482,80 +493,17 @@ class PPO:
                              f"{self.model.state_size}) for {len(obs)} observation(s)")
         starts = np.zeros(len(obs), np.float32) if episode_start is None else (
             np.asarray(episode_start, np.float32).reshape(len(obs)))
-        packed_actions, _, _, next_state = act(self.normalizer.obs(obs), noise, state, starts)
+        packed_actions, _, _, next_state = self.policy_step(act, self.normalizer.obs(obs), noise, state, starts)
         actions = self._to_env_actions(self._from_model_actions(packed_actions))
         return (actions[0] if single else actions), next_state.reshape(given_shape)
 
     def evaluate(self, env=None, n_episodes=10, deterministic=True, seed=None, max_episode_steps=None):
         """Play `n_episodes` whole episodes; returns `{"mean_return", "std_return", "returns", "lengths"}`.
 
-        Episodes are split evenly over the vector env's copies, so short episodes are
-        not over-counted. `env` defaults to fresh evaluation copies of the training
-        env id (for Atari: real score, whole games), cut at `max_episode_steps` if given.
+        `env` defaults to fresh evaluation copies of the training env id (for Atari: real
+        score, whole games), cut at `max_episode_steps` if given (see `unstable_ppo.evaluation`).
         """
-        if not n_episodes > 0:
-            raise ValueError(f"n_episodes must be > 0, got {n_episodes!r}")
-        if env is None:
-            if self.env_id is None:
-                raise ValueError("evaluate() needs an env: this model does not know its env id")
-            env = self.env_id
-        built_here = isinstance(env, str)  # close what we build, never the caller's env
-        vec, _ = as_vector_env(
-            env, min(n_episodes, self.hp.num_envs), self.hp.vectorization_mode,
-            training=False, max_episode_steps=max_episode_steps,
-        )
-        try:
-            self.check_env(vec)
-            return self._play(vec, n_episodes, deterministic, seed)
-        finally:
-            if built_here:
-                vec.close()
-
-    def _play(self, vec, n_episodes, deterministic, seed=None):
-        n = vec.num_envs
-        targets = np.array([(n_episodes + i) // n for i in range(n)])
-        done_count = np.zeros(n, int)
-        ep_ret, ep_len = np.zeros(n), np.zeros(n, int)
-        returns, lengths = [], []
-        next_step = autoreset_mode(vec) == AutoresetMode.NEXT_STEP
-        reset_row = np.zeros(n, bool)
-        if seed is None and self.seed is not None:
-            seed = self.seed + 10_000
-        obs, _ = vec.reset(seed=seed)
-        act = self.model.make_act_function(deterministic=deterministic)
-        if self.recurrent:
-            state, starts = self.model.initial_state(n), np.ones(n, np.float32)
-        while (done_count < targets).any():
-            obs = self.normalizer.obs(np.asarray(obs, self._obs_dtype()))  # frozen statistics
-            noise = self._draw_noise((n, self.model.noise_size))
-            if self.recurrent:
-                packed_actions, _, _, state = act(obs, noise, state, starts)
-            else:
-                packed_actions = act(obs, noise)[0]
-            actions = self._from_model_actions(packed_actions)
-            obs, rewards, terminated, truncated, info = vec.step(self._to_env_actions(actions))
-            if self.recurrent:  # as in the rollout: zero the state before each episode's first step
-                starts = (terminated | truncated | reset_row).astype(np.float32)
-            live = ~reset_row
-            if "env_restarted" in info:  # episodes cut by an env failure do not count
-                live &= ~info["env_restarted"]
-                ep_ret[info["env_restarted"]], ep_len[info["env_restarted"]] = 0.0, 0
-            ep_ret += rewards * live
-            ep_len += live
-            done = (terminated | truncated) & live
-            for i in np.flatnonzero(done):
-                if done_count[i] < targets[i]:
-                    returns.append(float(ep_ret[i]))
-                    lengths.append(int(ep_len[i]))
-                    done_count[i] += 1
-                ep_ret[i], ep_len[i] = 0.0, 0
-            reset_row = done if next_step else np.zeros(n, bool)
-        return {
-            "mean_return": float(np.mean(returns)),
-            "std_return": float(np.std(returns)),
-            "returns": returns,
-            "lengths": lengths,
-        }
+        return evaluation.evaluate(self, env, n_episodes, deterministic, seed, max_episode_steps)
 
     def set_env(self, env):
         """Train a loaded model on `env` (an id, a `gym.Env` or a `VectorEnv` with the model's spaces).
@@ -607,11 +555,7 @@ class PPO:
         """
         check_finite_weights(self.model)
         os.makedirs(path, exist_ok=True)
-        tmp_model = os.path.join(path, f".model-{os.getpid()}.tmp.keras")
-        self.model.save(tmp_model)
-        with open(tmp_model, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_model, os.path.join(path, MODEL_FILE))
+        write_atomically(os.path.join(path, MODEL_FILE), self.model.save, suffix=".keras")
         meta = {
             "format": "unstable_ppo",
             "format_version": FORMAT_VERSION,
@@ -629,12 +573,7 @@ class PPO:
             "kl_adaptation": {"kl_beta": self.kl_beta, "lr_multiplier": self.lr_multiplier},
             "run": extra or {},
         }
-        tmp_meta = os.path.join(path, f".{META_FILE}.{os.getpid()}.tmp")
-        with open(tmp_meta, "w") as f:
-            json.dump(meta, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_meta, os.path.join(path, META_FILE))
+        write_json_atomically(os.path.join(path, META_FILE), meta)
         return path
 
     @classmethod

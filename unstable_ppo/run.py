@@ -106,15 +106,21 @@ _PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "lo
     config.flag_name(f) for f in config.settings() if config.flag_name(f) and not f.metadata["fixed_on_resume"]}
 
 
-def render_path(template, **values):
-    """`template` with `{env_id}`/`{rank}` filled in; any other key is an error."""
+def render_path(template, flag="logdir", **values):
+    """`template` with `{env_id}`/`{rank}` filled in; any other key, a format spec or a conversion is an error."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise UsageError(f"bad path template {template!r}: {e}") from None
-    for _, key, _, _ in parsed:
-        if key is not None and key not in values:
-            raise UsageError(f"unknown template key {{{key}}} in path {template!r}: use {{env_id}} or {{rank}}")
+        raise UsageError(f"--{flag}: bad path template {template!r}: {e}") from None
+    for _, key, spec, conversion in parsed:
+        if key is None:
+            continue
+        if key not in values:
+            raise UsageError(f"--{flag}: unknown template key {{{key}}} in path {template!r}: use {{env_id}} or "
+                             f"{{rank}}")
+        if spec or conversion:
+            raise UsageError(f"--{flag}: path template {template!r} formats {{{key}}}: write it as {{{key}}}, "
+                             f"with no ':' format spec or '!' conversion")
     return template.format(**values)
 
 
@@ -170,9 +176,9 @@ class Run:
     def __init__(self, argv_flags):
         self.flags = argv_flags
         keys = dict(env_id=argv_flags.env_id, rank=argv_flags.rank)
-        self.logdir = render_path(argv_flags.logdir, **keys)
+        self.logdir = render_path(argv_flags.logdir, "logdir", **keys)
         self.model_root, self.log_file, self.monitor_dir, self.tb_dir = (
-            os.path.join(self.logdir, render_path(getattr(argv_flags, name), **keys))
+            os.path.join(self.logdir, render_path(getattr(argv_flags, name), name, **keys))
             for name in ("model_dir", "logging", "monitor_dir", "tb_logdir")
         )
         self.video_dir = os.path.join(self.logdir, "videos")
@@ -200,6 +206,9 @@ class Run:
                 raise UsageError(f"--resume: no checkpoint to resume in {self.model_root}")
             self.saved = self._read_saved_run()
             saved_flags = self.saved.get("flags", {})
+            if "env_id" in saved_flags and f.env_id != saved_flags["env_id"]:
+                raise UsageError(f"--env_id={f.env_id} differs from the resumed run's {saved_flags['env_id']} "
+                                 f"(in {self.model_root}): resume it with its own env id")
             for name in _FIXED_ON_RESUME:
                 if f[name].present and name in saved_flags and f[name].value != saved_flags[name]:
                     raise UsageError(
@@ -508,7 +517,8 @@ class Run:
 
     def final_report(self):
         """Reload latest and best from disk, evaluate both, print the table, write metrics.json."""
-        from unstable_ppo.checkpoint import BEST, LATEST
+        from unstable_ppo import evaluation
+        from unstable_ppo.checkpoint import BEST, LATEST, write_json_atomically
         from unstable_ppo.ppo import PPO
 
         f = self.flags
@@ -517,7 +527,7 @@ class Run:
             model = PPO.load(self.model_root, best=name == BEST)
             video_dir = self.video_dir if f.record_video and name == BEST else None
             if video_dir:
-                record_video(model, f.env_id, video_dir, f.eval_max_steps, seed=f.eval_seed,
+                evaluation.record_video(model, f.env_id, video_dir, f.eval_max_steps, seed=f.eval_seed,
                              deterministic=f.eval_deterministic)
             results[name] = model.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic,
                                            seed=f.eval_seed)
@@ -541,10 +551,7 @@ class Run:
             "best": {"mean_return": results[BEST]["mean_return"], "std_return": results[BEST]["std_return"]},
             "model_dir": self.model_root,
         }
-        tmp = os.path.join(self.logdir, f".metrics.json.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(metrics, fh, indent=2)
-        os.replace(tmp, os.path.join(self.logdir, "metrics.json"))
+        write_json_atomically(os.path.join(self.logdir, "metrics.json"), metrics)
         table = [
             f"{f.env_id} on {metrics['backend']}: {metrics['total_timesteps']} steps, "
             f"{self.steps_this_session} in this session in {self.wall:.1f} s "
@@ -603,18 +610,6 @@ class _StopRequests:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
-
-
-def record_video(ppo, env_id, video_dir, max_episode_steps=None, seed=None, episodes=1, deterministic=True):
-    """Play `episodes` episodes on one rendering env and write them as mp4 files to `video_dir`."""
-    from unstable_ppo.envs import make_vec_env
-
-    vec = make_vec_env(env_id, 1, "sync", env_kwargs={"render_mode": "rgb_array"}, training=False,
-                       max_episode_steps=max_episode_steps, video_dir=video_dir, video_episodes=episodes)
-    try:
-        return ppo.evaluate(vec, episodes, deterministic=deterministic, seed=seed)
-    finally:
-        vec.close()
 
 
 def train(argv_flags):

@@ -18,8 +18,22 @@ computation has run in the process yet.
 `use_compilation_cache(path)` turns on XLA's persistent compilation cache: the
 first update's ~1 s of compilation (a CartPole MLP) is then paid once per shapes
 and versions, not once per run.
+
+A CNN's update is compiled with `CONV_COMPILER_OPTIONS`. XLA:CPU in jaxlib 0.10
+hands convolutions to YNNPACK by default, and YNNPACK's kernels for the Nature CNN's
+shapes (4 input channels, 8x8 stride-4 windows, and the dilated windows of the
+kernel gradients) are 3-7x slower than XLA's own Eigen convolutions: on a 2-core
+EPYC the first layer's forward pass took 110 ms against 24 ms per 256-sample
+minibatch, its kernel gradient 377 ms against 71 ms, and a whole epoch of the
+Atari update (4 minibatches, Adam) 8.3 s against 2.5 s
+(`benchmarks/jax_conv.py`). The options keep YNNPACK for dots and drop it for
+convolutions; the result differs by float rounding only. They apply on the CPU
+only, where this jaxlib knows them, and not where `XLA_FLAGS` sets the same
+option. The acting call (batch 8) is left at the defaults: there YNNPACK is not
+slower.
 """
 
+import functools
 import os
 
 import jax
@@ -31,6 +45,31 @@ from unstable_ppo.backend.common import TrainerBase, mean_logs
 
 if "JAX_CPU_ENABLE_ASYNC_DISPATCH" not in os.environ:
     jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+# XLA options for the update of a model with convolutions: Eigen convolutions, YNNPACK dots.
+CONV_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+def conv_compiler_options(net):
+    """`CONV_COMPILER_OPTIONS` for a CNN's update on the CPU, else None (XLA's defaults)."""
+    options = CONV_COMPILER_OPTIONS
+    if net != "cnn" or not options or jax.default_backend() != "cpu":
+        return None
+    flags = os.environ.get("XLA_FLAGS", "")
+    if any(name in flags for name in options):  # the user's own setting wins
+        return None
+    return options if _compiler_knows(tuple(sorted(options.items()))) else None
+
+
+@functools.cache
+def _compiler_knows(options):
+    """Whether XLA accepts `options` (a jaxlib without one rejects the whole compilation)."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
 
 
 def use_compilation_cache(path):
@@ -100,7 +139,7 @@ class JAXTrainer(TrainerBase):
 
                 return jax.lax.scan(minibatch, state, indices, unroll=unroll)
 
-            compiled = jax.jit(epoch)
+            compiled = jax.jit(epoch, compiler_options=conv_compiler_options(self.net))
 
             def update(batch, indices):
                 batch = replicate(self.prepare_batch(batch))

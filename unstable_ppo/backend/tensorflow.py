@@ -19,14 +19,13 @@ class TensorFlowTrainer(TrainerBase):
 
     def make_update_function(self):
         if self._update_function is None:
-            # One call per epoch: each tf.function call costs ~0.5 ms of dispatch,
-            # more than a 64-64 MLP minibatch step itself. The `tf.while_loop` traces
-            # `train_step` once, however many minibatches there are. No AutoGraph (as
-            # in Keras's own trainer): the loss has no Python control flow on tensors,
-            # and converting every layer's code cost ~0.3 s of the first update (and
-            # ~0.4 s of the first rollout, for the acting function below).
-            # Not XLA-compiled: for the CartPole MLP that saved ~6 ms per rollout and
-            # cost ~1 s more compilation, a wash over a 100k-step run (2026-12-01).
+            # One call per epoch: a tf.function call's dispatch costs more than a small
+            # MLP's minibatch step itself. The `tf.while_loop` traces `train_step` once,
+            # however many minibatches there are. No AutoGraph (as in Keras's own
+            # trainer): the loss has no Python control flow on tensors, and converting
+            # every layer's code slowed the first update and rollout. Not XLA-compiled:
+            # what it saves per rollout its compilation costs again over a run. The
+            # measurements: benchmarks/results/HISTORY.md, runs 5 and 6.
             keys = self.log_keys()
 
             @tf.function(reduce_retracing=True, autograph=False)
@@ -50,9 +49,8 @@ class TensorFlowTrainer(TrainerBase):
 
     def _compiled_act(self, deterministic):
         if deterministic not in self._act_functions:
-            # Not XLA-compiled (`jit_compile=True`): that takes an MLP call from 375 to
-            # 250 µs in a tight loop, but alternating with env steps it gained 3% after the
-            # first update and lost 3% over a 51k-step run to its compilation (2026-12-01).
+            # Not XLA-compiled (`jit_compile=True`): faster in a tight loop, but not when
+            # alternating with env steps once its compilation is counted (HISTORY.md, run 6).
             specs = [tf.TensorSpec((None, *self.observation_space.shape), self.obs_dtype)]
             specs += [tf.TensorSpec((None, *shape), dtype) for shape, dtype in self.act_input_specs()]
             concrete = tf.function(
@@ -65,8 +63,8 @@ class TensorFlowTrainer(TrainerBase):
 def _fast_call(concrete):
     """`f(obs, noise, ...) -> numpy` for a concrete function, skipping its argument binding.
 
-    TensorFlow spends ~450 µs per call of even a tiny function; ~120 µs of that is
-    Python that matches arguments to the signature. `_call_flat` takes the flat
+    TensorFlow spends hundreds of µs per call of even a tiny function, a quarter of it
+    in Python that matches arguments to the signature. `_call_flat` takes the flat
     tensors directly. It is private API, so it is checked once against the public
     call and not used if it disagrees or is gone.
     """

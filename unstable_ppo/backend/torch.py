@@ -1,7 +1,7 @@
 """PyTorch: `backward()` and `optimizer.apply`; the hot paths run as `torch.jit.trace`s.
 
-A Keras model called eagerly under torch pays ~1 ms of Python per call. A trace
-keeps only the torch ops (~65 µs for the 64-64 MLP acting call). The weights are
+A Keras model called eagerly under torch pays about a millisecond of Python per
+call; a trace keeps only the torch ops (benchmarks/README.md, "Acting and updating"). The weights are
 inputs of every trace, so a trace always runs with the current weights, and
 gradients reach them through it.
 """
