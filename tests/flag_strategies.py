@@ -86,6 +86,29 @@ FLAG_VALUES = {
     "logging": (["training.log", "logs/{env_id}.log"], ["", "{rank", "."]),
     "tb_logdir": (["", "tb"], ["tb/{foo}"]),
     "monitor_dir": (["monitor", "", "mon/{rank}"], ["{x}"]),
+    "anneal_clip_range": (BOOLS, ["maybe"]),
+    "activation": (["tanh", "relu"], ["bogus", ""]),
+    "hidden_sizes": (["8", "16,8"], ["0", "8,x", "-4"]),
+    "log_std_init": ([0.0, -0.5], [_NAN, _INF]),  # only Box action spaces read it
+    "recurrent": (BOOLS, []),  # with CartPole's 8-32 steps and timestep_size 16: some runs, some one-line errors
+    "timestep_size": ([4, 8], BAD_INTS),
+    "hidden_layer_size": ([8, 16], BAD_INTS),
+    "shared_lstm": (BOOLS, []),
+    "lstm_head_sizes": (["", "8"], ["x", "0"]),  # without --recurrent: an error
+    "eval_deterministic": (BOOLS, ["maybe"]),
+    "max_env_restarts": ([0, 3], [-1]),
+    "env_timeout": ([5.0, 60.0], [0.0, -1.0, _NAN]),
+    "gather_per_worker": ([1], [0, -1]),  # > 1 starts worker processes: test_parallel.py covers it
+    "worker_num": ([1], [0, -2]),
+}
+# Runner flags that `runner_argv` sets itself (CORE_FAULTS and the lines below), and those it never
+# draws, with the reason. tests/test_flags_property.py checks that every flag is in one of these.
+DRAWN_BY_HAND = {"env_id", "env_defaults", "logdir", "num_envs", "num_steps", "batch_size", "num_episodes",
+                 "total_timesteps", "eval_episodes", "verbose", "backend"}
+NOT_DRAWN = {
+    "record_video": "writes an mp4 per run: tests/test_run.py covers it",
+    "ray_address": "needs a Ray cluster: tests/test_parallel.py starts one",
+    "compilation_cache_dir": "JAX only and writes a cache: tests/test_backend_settings.py covers it",
 }
 ENV_IDS = (["CartPole-v1", "CartPole-v1", "Pendulum-v1"],
            ["NoSuchEnv-v0", "not an id!", "CartPole", "CartPole-v99", "ALE/NoSuchGame-v5", "",

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 import unstable_ppo.run  # noqa: F401 - defines the runner's flags
 
 from tests.flag_strategies import (
-    LOGROOT, check_outcome, materialize, run_in_process, run_subprocess, runner_argv, snapshot,
+    DRAWN_BY_HAND, FLAG_VALUES, LOGROOT, NOT_DRAWN, check_outcome, materialize, run_in_process, run_subprocess,
+    runner_argv, snapshot,
 )
 
 BACKEND = keras.backend.backend()
@@ -39,6 +40,20 @@ def existing_run(tmp_path_factory):
         return made[0]
 
     return get
+
+
+def test_every_runner_flag_is_drawn_or_excused():
+    """A new flag (a field in unstable_ppo/config.py makes one) must get values in flag_strategies.py."""
+    from absl import flags
+
+    from unstable_ppo import config
+
+    runner = {f.name for f in flags.FLAGS.get_flags_for_module(unstable_ppo.run)}
+    settings = {config.flag_name(f) for f in config.settings() if config.flag_name(f)}
+    assert settings <= runner
+    covered = set(FLAG_VALUES) | DRAWN_BY_HAND | set(NOT_DRAWN)
+    assert runner - covered == set(), "give these flags valid and invalid values in FLAG_VALUES"
+    assert covered - runner == set(), "these are not runner flags any more"
 
 
 def test_a_tiny_run_in_process_trains_and_leaves_the_flags_as_they_were(existing_run):

@@ -15,9 +15,11 @@ from unstable_ppo.monitor import Monitor
 VECTORIZATION_MODES = ("sync", "async", "ale")
 
 
-def make_vec_env(env_id, num_envs=1, vectorization_mode="sync", env_kwargs=None, monitor_dir=None,
-                 training=True, monitor_append=False, max_episode_steps=None, video_dir=None, video_episodes=None,
-                 max_env_restarts=None, env_timeout=60.0, gather_per_worker=1, first_index=0):
+def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync", env_kwargs: dict | None = None,
+                 monitor_dir: str | os.PathLike | None = None, training: bool = True, monitor_append: bool = False,
+                 max_episode_steps: int | None = None, video_dir: str | os.PathLike | None = None,
+                 video_episodes: int | None = None, max_env_restarts: int | None = None, env_timeout: float = 60.0,
+                 gather_per_worker: int = 1, first_index: int = 0) -> VectorEnv:
     """`num_envs` copies of `env_id`, SAME_STEP autoreset, every episode recorded.
 
     SAME_STEP autoreset means no step of the rollout is wasted on a reset; the

@@ -6,12 +6,13 @@ and the observation normalizer's statistics stay frozen.
 """
 
 import numpy as np
-from gymnasium.vector import AutoresetMode
+from gymnasium.vector import AutoresetMode, VectorEnv
 
 from unstable_ppo.envs import as_vector_env, autoreset_mode, make_vec_env
 
 
-def evaluate(ppo, env=None, n_episodes=10, deterministic=True, seed=None, max_episode_steps=None):
+def evaluate(ppo, env=None, n_episodes: int = 10, deterministic: bool = True, seed: int | None = None,
+             max_episode_steps: int | None = None) -> dict:
     """Play `n_episodes` whole episodes; returns `{"mean_return", "std_return", "returns", "lengths"}`.
 
     Episodes are split evenly over the vector env's copies, so short episodes are
@@ -37,7 +38,7 @@ def evaluate(ppo, env=None, n_episodes=10, deterministic=True, seed=None, max_ep
             vec.close()
 
 
-def play_episodes(ppo, vec, n_episodes, deterministic, seed=None):
+def play_episodes(ppo, vec: VectorEnv, n_episodes: int, deterministic: bool, seed: int | None = None) -> dict:
     """`n_episodes` episodes of `ppo` on the vector env `vec`, split evenly over its copies.
 
     Episodes cut by an env failure (a restarted env) do not count. With gymnasium's NEXT_STEP
@@ -85,7 +86,8 @@ def play_episodes(ppo, vec, n_episodes, deterministic, seed=None):
     }
 
 
-def record_video(ppo, env_id, video_dir, max_episode_steps=None, seed=None, episodes=1, deterministic=True):
+def record_video(ppo, env_id: str, video_dir: str, max_episode_steps: int | None = None, seed: int | None = None,
+                 episodes: int = 1, deterministic: bool = True) -> dict:
     """Play `episodes` episodes on one rendering env and write them as mp4 files to `video_dir`."""
     vec = make_vec_env(env_id, 1, "sync", env_kwargs={"render_mode": "rgb_array"}, training=False,
                        max_episode_steps=max_episode_steps, video_dir=video_dir, video_episodes=episodes)

@@ -18,6 +18,7 @@ running observation/reward normalization whose statistics live in this object.
 import dataclasses
 import math
 import os
+from typing import Any, Callable
 import time
 import zipfile
 from collections import deque
@@ -58,6 +59,9 @@ from unstable_ppo.spaces import (
 )
 
 
+# What the API takes as an env: an id, one gymnasium env, or a vector env.
+EnvLike = str | gym.Env | gym.vector.VectorEnv
+
 
 class PPO:
     """Proximal Policy Optimization with a Keras 3 actor-critic, on any Keras backend.
@@ -67,7 +71,8 @@ class PPO:
     a `VectorEnv` brings its own `num_envs`.
     """
 
-    def __init__(self, env, seed=None, verbose=0, monitor_dir=None, **hyperparameters):
+    def __init__(self, env: EnvLike | None, seed: int | None = None, verbose: int = 0,
+                 monitor_dir: str | os.PathLike | None = None, **hyperparameters: Any) -> None:
         unknown = set(hyperparameters) - {f.name for f in dataclasses.fields(Hyperparameters)}
         if unknown:
             raise TypeError(f"unknown PPO argument(s): {', '.join(sorted(unknown))}")
@@ -178,7 +183,7 @@ class PPO:
     def recurrent(self):
         return self.model.recurrent
 
-    def initial_state(self, n=1):
+    def initial_state(self, n: int = 1) -> np.ndarray:
         """The LSTM state to start `n` episodes from, for `predict(obs, state, episode_start)`."""
         if not self.recurrent:
             raise ValueError("initial_state: this model is not recurrent")
@@ -382,7 +387,8 @@ class PPO:
         mask = batch["mask"] > 0
         return float(np.mean(kl[mask])) if mask.any() else 0.0
 
-    def learn(self, total_timesteps, callback=None, progress_bar=False, reset_num_timesteps=True):
+    def learn(self, total_timesteps: int, callback: Callable[["PPO", dict], bool | None] | None = None,
+              progress_bar: bool = False, reset_num_timesteps: bool = True) -> "PPO":
         """Train for at least `total_timesteps` env steps (whole rollouts).
 
         `callback(ppo, logs)` runs after every update; returning False stops training.
@@ -457,7 +463,8 @@ class PPO:
 
     # -- using a policy ----------------------------------------------------------
 
-    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+    def predict(self, obs: np.ndarray, state: np.ndarray | None = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Actions for one observation or a batch of them, in the env's format.
 
         A recurrent model needs the LSTM state too (`initial_state(n)` to begin) and
@@ -497,7 +504,8 @@ class PPO:
         actions = self._to_env_actions(self._from_model_actions(packed_actions))
         return (actions[0] if single else actions), next_state.reshape(given_shape)
 
-    def evaluate(self, env=None, n_episodes=10, deterministic=True, seed=None, max_episode_steps=None):
+    def evaluate(self, env: EnvLike | None = None, n_episodes: int = 10, deterministic: bool = True,
+                 seed: int | None = None, max_episode_steps: int | None = None) -> dict:
         """Play `n_episodes` whole episodes; returns `{"mean_return", "std_return", "returns", "lengths"}`.
 
         `env` defaults to fresh evaluation copies of the training env id (for Atari: real
@@ -505,7 +513,7 @@ class PPO:
         """
         return evaluation.evaluate(self, env, n_episodes, deterministic, seed, max_episode_steps)
 
-    def set_env(self, env):
+    def set_env(self, env: EnvLike) -> None:
         """Train a loaded model on `env` (an id, a `gym.Env` or a `VectorEnv` with the model's spaces).
 
         The number of envs may differ from the saved run's; the next `learn` starts
@@ -544,7 +552,7 @@ class PPO:
 
     # -- saving ------------------------------------------------------------------
 
-    def save(self, path, extra=None):
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> str | os.PathLike:
         """Write `path/model.keras` (architecture, weights, optimizer) and `path/ppo.json`.
 
         Each file is written to a temporary name and renamed into place, so an
@@ -577,7 +585,8 @@ class PPO:
         return path
 
     @classmethod
-    def load(cls, path, env=None, seed=None, verbose=0, best=False):
+    def load(cls, path: str | os.PathLike, env: EnvLike | None = None, seed: int | None = None, verbose: int = 0,
+             best: bool = False) -> "PPO":
         """A saved PPO. Nothing in the files can run code: JSON, and Keras in safe mode.
 
         `path` is a directory written by `save`, or a run's model directory, whose

@@ -427,10 +427,9 @@ class Run:
         }
 
     def train(self):
-        from unstable_ppo.checkpoint import BEST, LATEST, CheckpointError, has_checkpoint, save_checkpoint
+        from unstable_ppo.checkpoint import LATEST, CheckpointError, has_checkpoint, save_checkpoint
         from unstable_ppo.faults import EnvFailure, NonFiniteError
         from unstable_ppo.monitor import TensorBoardLogger
-        from unstable_ppo.ppo import PPO
 
         f, ppo = self.flags, self.ppo
         log = self.log = _file_logger(self.log_file)
@@ -440,54 +439,17 @@ class Run:
         if ppo.gatherer is not None:
             for line in ppo.gatherer.describe():
                 log.info("%s", line)
-        tensorboard = TensorBoardLogger(self.tb_dir)
-
-        def evaluate_and_keep_best():
-            eval_start = time.perf_counter()
-            result = ppo.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic,
-                                  seed=f.eval_seed)
-            seconds = time.perf_counter() - eval_start
-            self.eval_wall += seconds
-            mean, std = result["mean_return"], result["std_return"]
-            mean_length = float(sum(result["lengths"]) / len(result["lengths"]))
-            self.evaluations.append([ppo.num_timesteps, mean, std])
-            tensorboard.write({"eval_mean_reward": mean, "eval_mean_ep_length": mean_length}, ppo.num_timesteps)
-            line = (f"eval at {ppo.num_timesteps} steps: mean_return={mean:.2f} std_return={std:.2f} "
-                    f"mean_length={mean_length:.0f} ({seconds:.1f} s)")
-            if self.best_mean_return is None or mean > self.best_mean_return:
-                self.best_mean_return = mean
-                save_checkpoint(ppo, self.model_root, BEST, self.run_info())
-                line += " (new best, saved)"
-            log.info(line)
-            return line
-
-        def after_update(ppo, logs):
-            tensorboard.write(logs, ppo.num_timesteps)
-            lines = [f"update {ppo.num_updates}: {PPO._summary(logs)}"]
-            if f.eval_interval and ppo.num_updates % f.eval_interval == 0:
-                lines.append(evaluate_and_keep_best())
-            if f.save_interval and ppo.num_updates % f.save_interval == 0:
-                save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
-            log.info(lines[0])
-            if f.verbose >= 2 or (f.verbose == 1 and ppo.num_updates % f.log_interval == 0):
-                for line in lines:
-                    _console(line)
-
-        stop = _StopRequests()
-
-        def after_update_or_stop(ppo, logs):
-            after_update(ppo, logs)
-            return not stop.requested
-
+        self.tensorboard = TensorBoardLogger(self.tb_dir)
+        self.stop = _StopRequests()
         start = time.perf_counter()
         self.eval_wall = 0.0  # intermediate evaluations' share of the wall time, reported in metrics.json
         steps_before = ppo.num_timesteps
         library_log = logging.getLogger("unstable_ppo")  # env restarts and the like, into training.log too
         library_log.addHandler(log.handlers[0])
         try:
-            with stop:
+            with self.stop:
                 try:
-                    ppo.learn(self.total, callback=after_update_or_stop, progress_bar=f.verbose == 1,
+                    ppo.learn(self.total, callback=self.after_update, progress_bar=f.verbose == 1,
                               reset_num_timesteps=not f.resume)
                 except EnvFailure as e:  # the model is sound: keep it
                     save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
@@ -497,23 +459,63 @@ class Run:
                     kept = (f"the last good checkpoint is kept in {os.path.join(self.model_root, LATEST)}"
                             if has_checkpoint(self.model_root) else "no checkpoint had been saved yet")
                     raise RunFailed(f"{e}: the run stopped; {kept}") from e
-            if stop.requested:
+            if self.stop.requested:
                 save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
-                message = (f"stopped by {stop.requested} after {ppo.num_timesteps} steps: checkpoint saved to "
+                message = (f"stopped by {self.stop.requested} after {ppo.num_timesteps} steps: checkpoint saved to "
                            f"{os.path.join(self.model_root, LATEST)}; --resume continues the run")
                 log.info(message)
                 raise Interrupted(message)
             self.wall = time.perf_counter() - start
             self.steps_this_session = ppo.num_timesteps - steps_before
             if not self.evaluations or self.evaluations[-1][0] != ppo.num_timesteps:
-                evaluate_and_keep_best()
+                self.evaluate_and_keep_best()
             save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
         except (RunFailed, CheckpointError) as e:
             log.info("error: %s", e)
             raise RunFailed(str(e)) from e
         finally:
             library_log.removeHandler(log.handlers[0])
-            tensorboard.close()
+            self.tensorboard.close()
+
+    def after_update(self, ppo, logs):
+        """`learn`'s callback: log, evaluate and save on schedule; False once a stop was requested."""
+        from unstable_ppo.checkpoint import LATEST, save_checkpoint
+        from unstable_ppo.ppo import PPO
+
+        f = self.flags
+        self.tensorboard.write(logs, ppo.num_timesteps)
+        lines = [f"update {ppo.num_updates}: {PPO._summary(logs)}"]
+        if f.eval_interval and ppo.num_updates % f.eval_interval == 0:
+            lines.append(self.evaluate_and_keep_best())
+        if f.save_interval and ppo.num_updates % f.save_interval == 0:
+            save_checkpoint(ppo, self.model_root, LATEST, self.run_info())
+        self.log.info(lines[0])
+        if f.verbose >= 2 or (f.verbose == 1 and ppo.num_updates % f.log_interval == 0):
+            for line in lines:
+                _console(line)
+        return not self.stop.requested
+
+    def evaluate_and_keep_best(self):
+        """One evaluation of the current policy; a new best is saved as the `best` checkpoint."""
+        from unstable_ppo.checkpoint import BEST, save_checkpoint
+
+        f, ppo = self.flags, self.ppo
+        eval_start = time.perf_counter()
+        result = ppo.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic, seed=f.eval_seed)
+        seconds = time.perf_counter() - eval_start
+        self.eval_wall += seconds
+        mean, std = result["mean_return"], result["std_return"]
+        mean_length = float(sum(result["lengths"]) / len(result["lengths"]))
+        self.evaluations.append([ppo.num_timesteps, mean, std])
+        self.tensorboard.write({"eval_mean_reward": mean, "eval_mean_ep_length": mean_length}, ppo.num_timesteps)
+        line = (f"eval at {ppo.num_timesteps} steps: mean_return={mean:.2f} std_return={std:.2f} "
+                f"mean_length={mean_length:.0f} ({seconds:.1f} s)")
+        if self.best_mean_return is None or mean > self.best_mean_return:
+            self.best_mean_return = mean
+            save_checkpoint(ppo, self.model_root, BEST, self.run_info())
+            line += " (new best, saved)"
+        self.log.info(line)
+        return line
 
     def final_report(self):
         """Reload latest and best from disk, evaluate both, print the table, write metrics.json."""

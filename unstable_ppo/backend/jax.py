@@ -8,29 +8,29 @@ single-device one up to float rounding.
 
 On CPU, JAX runs each computation on a worker thread by default ("async
 dispatch"). The rollout alternates one tiny acting call with one env step, so
-every call pays a thread hand-off and wake-up: 105-135 µs per call against ~50 µs
-inline, about a quarter of a CartPole rollout. Importing this module therefore
+every call pays a thread hand-off and wake-up, about twice the inline call's cost
+(benchmarks/results/HISTORY.md, run 5). Importing this module therefore
 turns async dispatch off (`jax_cpu_enable_async_dispatch`), unless the
 `JAX_CPU_ENABLE_ASYNC_DISPATCH` environment variable says otherwise. The setting
 is read when JAX creates its CPU client, so it only takes effect if no JAX
 computation has run in the process yet.
 
 `use_compilation_cache(path)` turns on XLA's persistent compilation cache: the
-first update's ~1 s of compilation (a CartPole MLP) is then paid once per shapes
-and versions, not once per run.
+first update's compilation is then paid once per shapes and versions, not once
+per run.
 
 A CNN's update is compiled with `CONV_COMPILER_OPTIONS`. XLA:CPU in jaxlib 0.10
-hands convolutions to YNNPACK by default, and YNNPACK's kernels for the Nature CNN's
-shapes (4 input channels, 8x8 stride-4 windows, and the dilated windows of the
-kernel gradients) are 3-7x slower than XLA's own Eigen convolutions: on a 2-core
-EPYC the first layer's forward pass took 110 ms against 24 ms per 256-sample
-minibatch, its kernel gradient 377 ms against 71 ms, and a whole epoch of the
-Atari update (4 minibatches, Adam) 8.3 s against 2.5 s
-(`benchmarks/jax_conv.py`). The options keep YNNPACK for dots and drop it for
-convolutions; the result differs by float rounding only. They apply on the CPU
-only, where this jaxlib knows them, and not where `XLA_FLAGS` sets the same
-option. The acting call (batch 8) is left at the defaults: there YNNPACK is not
-slower.
+hands convolutions to YNNPACK by default, and for the Nature CNN's shapes (4 input
+channels, 8x8 stride-4 windows, the dilated windows of the kernel gradients) its
+kernels are several times slower than XLA's own Eigen convolutions, per core too
+(figures: benchmarks/README.md, "JAX's Nature-CNN update on the CPU"). The options
+keep YNNPACK for dots and drop it for convolutions; the result differs by float
+rounding only. They apply on the CPU, where this jaxlib knows them, and not where
+`XLA_FLAGS` sets the same option; this setting restores XLA's default:
+
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution
+
+The acting call (batch 8) keeps the defaults: there the two do not differ measurably.
 """
 
 import functools
@@ -126,9 +126,10 @@ class JAXTrainer(TrainerBase):
     def make_update_function(self):
         if self._update_function is None:
 
-            # XLA:CPU runs convolutions inside a loop ~10x slower than straight-line
-            # ones (3.9 s vs 0.33 s per Nature-CNN minibatch), so a CNN's epoch is
-            # unrolled; an MLP's stays a compact `scan`.
+            # XLA:CPU runs convolutions inside a loop an order of magnitude slower than
+            # straight-line ones, so a CNN's epoch is unrolled; an MLP's stays a compact
+            # `scan`. (In a loop body the kernel gradient keeps a layout, f01b_i01o->01bf,
+            # that neither Eigen nor YNNPACK takes, and runs as a naive loop.)
             unroll = True if self.net == "cnn" else 1
             shard, replicate = _data_parallel(getattr(self, "worker_num", 1))
 
