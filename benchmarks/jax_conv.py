@@ -48,17 +48,15 @@ settings are the libraries' defaults.
 """
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import sys
 import time
 
 os.environ["KERAS_BACKEND"] = "jax"  # part (e)/(f) builds the library's Keras model on JAX
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import harness  # noqa: E402
 import numpy as np  # noqa: E402
 
 BATCH = 256
@@ -374,18 +372,10 @@ def model_calls():
 
 
 def machine():
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    versions = {}
-    for pkg in ("jax", "jaxlib", "tensorflow", "torch", "keras", "numpy"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "python": platform.python_version(),
-            "versions": versions, "loadavg_start": os.getloadavg(),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    """harness.machine() with the XLA-related packages and the load when the run started."""
+    info = harness.machine(("jax", "jaxlib", "tensorflow", "torch", "keras", "numpy"))
+    info["loadavg_start"] = os.getloadavg()
+    return info
 
 
 def main():
