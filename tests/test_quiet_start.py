@@ -76,7 +76,8 @@ print("after", file=sys.stderr)
     assert proc.stderr == b"before\n" + b"".join(REAL_LINES) + b"a Python line on stderr\nafter\n"
 
 
-def test_output_is_replayed_when_the_block_raises(capfd):
+def test_output_is_replayed_when_the_block_raises(capfd, monkeypatch):
+    monkeypatch.setattr(quiet, "_show", False)  # an in-process --verbose=2 run may have turned it on
     with pytest.raises(ImportError):
         with quiet.startup_lines_dropped():
             os.write(2, STARTUP_LINES[0] + b"Traceback (most recent call last): ...\n")

@@ -260,12 +260,12 @@ class Run:
 
             if not is_atari(f.env_id):
                 raise UsageError(f"--vec_env=ale needs an Atari env id, not {f.env_id!r}")
+        self._settle_parallelism()
+        self._settle_compilation_cache()
         from unstable_ppo.config import Hyperparameters
 
         self.hp = Hyperparameters(**self.hyperparameters())
         self.hp.check_values()  # all but the activation's name, which needs Keras
-        self._settle_parallelism()
-        self._settle_compilation_cache()
 
     def _settle_compilation_cache(self):
         """--compilation_cache_dir: JAX only, and a directory this run can write."""
@@ -615,7 +615,7 @@ class _StopRequests:
 
 
 def train(argv_flags):
-    if argv_flags.verbose >= 2:
+    if argv_flags.verbose >= 2 and "tensorflow" not in sys.modules:  # afterwards there is nothing to show
         from unstable_ppo import quiet
 
         quiet.show_startup_logs()
