@@ -29,6 +29,16 @@ import typing
 from absl import flags
 
 from unstable_ppo import config
+from unstable_ppo.checkpoint import (  # no Keras: safe before the flags are checked
+    BEST,
+    LATEST,
+    CheckpointError,
+    dangling_link,
+    has_checkpoint,
+    read_metadata,
+    save_checkpoint,
+    write_json_atomically,
+)
 from unstable_ppo.cli import BACKENDS, UsageError, run_app, select_backend
 
 flags.DEFINE_integer("rank", 0, "Run index; templated into paths as {rank}.")
@@ -186,8 +196,6 @@ class Run:
     # -- before anything is written: settle and check every flag ----------------
 
     def settle_flags(self):
-        from unstable_ppo.checkpoint import LATEST, dangling_link, has_checkpoint
-
         f = self.flags
         if f.resume and f.overwrite:
             raise UsageError("--resume and --overwrite contradict each other: pick one")
@@ -310,8 +318,6 @@ class Run:
 
     def _read_saved_run(self):
         """The runner's record in the latest checkpoint's ppo.json, checked before anything is written."""
-        from unstable_ppo.checkpoint import LATEST, read_metadata
-
         path = os.path.join(self.model_root, LATEST, "ppo.json")
         try:
             saved = read_metadata(path).get("run") or {}
@@ -359,7 +365,6 @@ class Run:
     # -- the run ------------------------------------------------------------------
 
     def build(self):
-        from unstable_ppo.checkpoint import LATEST
         from unstable_ppo.envs import make_vec_env
 
         f, hp = self.flags, self.hp
@@ -427,7 +432,6 @@ class Run:
         }
 
     def train(self):
-        from unstable_ppo.checkpoint import LATEST, CheckpointError, has_checkpoint, save_checkpoint
         from unstable_ppo.faults import EnvFailure, NonFiniteError
         from unstable_ppo.monitor import TensorBoardLogger
 
@@ -479,7 +483,6 @@ class Run:
 
     def after_update(self, ppo, logs):
         """`learn`'s callback: log, evaluate and save on schedule; False once a stop was requested."""
-        from unstable_ppo.checkpoint import LATEST, save_checkpoint
         from unstable_ppo.ppo import PPO
 
         f = self.flags
@@ -497,8 +500,6 @@ class Run:
 
     def evaluate_and_keep_best(self):
         """One evaluation of the current policy; a new best is saved as the `best` checkpoint."""
-        from unstable_ppo.checkpoint import BEST, save_checkpoint
-
         f, ppo = self.flags, self.ppo
         eval_start = time.perf_counter()
         result = ppo.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic, seed=f.eval_seed)
@@ -520,7 +521,6 @@ class Run:
     def final_report(self):
         """Reload latest and best from disk, evaluate both, print the table, write metrics.json."""
         from unstable_ppo import evaluation
-        from unstable_ppo.checkpoint import BEST, LATEST, write_json_atomically
         from unstable_ppo.ppo import PPO
 
         f = self.flags
