@@ -45,7 +45,7 @@ def job():
     ppo = PPO("CartPole-v1", seed=0)
     model = ppo.model
     buffer = RolloutBuffer(128, 8, (4,), np.float32, (), np.int32)
-    ppo._reset()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     batch = buffer.training_batch()
     obs = batch["obs"][:8]

@@ -5,7 +5,7 @@
     python benchmarks/faults.py --json benchmarks/results/faults.json
 
 Every trial drives the real runner (`python -m unstable_ppo.run`) in a subprocess and
-injects the fault for real; `tests/fault_injection.py` says what each checks. The bad
+injects the fault for real; `tests/helpers/fault_injection.py` says what each checks. The bad
 input part runs the property-based flag tests (`tests/test_flags_property.py`, with
 hypothesis) and the bad-model-file tests (`tests/test_bad_files.py`) through pytest.
 The last line is the number of runs lost, which must be zero.
@@ -27,9 +27,9 @@ import numpy as np
 import harness
 
 ROOT = harness.ROOT
-sys.path.insert(0, ROOT)  # tests.fault_injection, and this checkout's unstable_ppo
+sys.path.insert(0, ROOT)  # tests.helpers.fault_injection, and this checkout's unstable_ppo
 
-from tests import fault_injection as fi  # noqa: E402
+from tests.helpers import fault_injection as fi  # noqa: E402
 
 
 def crash_trials(workdir, rng, backend, repeats):

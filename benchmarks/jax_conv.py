@@ -322,7 +322,7 @@ def model_calls():
 
     import unstable_ppo.backend.jax as jax_backend
     from unstable_ppo.losses import LossConfig
-    from unstable_ppo.networks import ActorCritic
+    from unstable_ppo.model import ActorCritic
 
     model = ActorCritic(spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(ACTIONS), seed=0)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=2.5e-4, epsilon=1e-5, global_clipnorm=0.5),

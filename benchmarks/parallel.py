@@ -247,13 +247,11 @@ def ray_part(env_ids, updates, actor_counts):
 def trajectory_bytes(env_id, hp):
     """Bytes of one rollout's buffer arrays (what the actors send back, all together)."""
     from unstable_ppo import PPO
-    from unstable_ppo.buffer import RolloutBuffer
 
     ppo = PPO(env_id, seed=0, **hp)
-    buffer = RolloutBuffer(hp["num_steps"], hp["num_envs"], ppo.observation_space.shape, ppo._obs_dtype(),
-                           *ppo._action_layout())
+    buffer = ppo.make_buffer()
     ppo.env.close()
-    return int(sum(v.nbytes for v in vars(buffer).values() if hasattr(v, "nbytes")))
+    return int(sum(v.nbytes for v in buffer.arrays().values()))
 
 
 def gather_table(results):

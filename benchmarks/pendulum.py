@@ -30,7 +30,7 @@ TARGET = -200.0
 
 def flagfile_hyperparameters():
     """The bundled Pendulum flagfile, as PPO keyword arguments."""
-    from unstable_ppo.ppo import Hyperparameters
+    from unstable_ppo.config import Hyperparameters
 
     defaults = Hyperparameters()
     kwargs = {}

@@ -42,7 +42,7 @@ def flagfile_hyperparameters():
 
     argv_flags = flags.FLAGS
     argv_flags(["benchmark", f"--flagfile={CONFIG}", f"--env_id={ENV_ID}"])
-    hp = run.Run(argv_flags).hyperparameters()
+    hp = run.RunSettings(argv_flags).hyperparameters()
     return hp, argv_flags.total_timesteps
 
 

@@ -10,11 +10,11 @@ import keras
 import numpy as np
 import pytest
 
+from tests.helpers.runner import child_env
 from unstable_ppo.atari import EpisodicLife, is_atari, make_atari_env
 from unstable_ppo.envs import make_vec_env
 from unstable_ppo.monitor import read_monitor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GAME = "BreakoutNoFrameskip-v4"
 
 
@@ -101,15 +101,14 @@ def test_vector_envs_report_real_game_scores(tmp_path, mode):
     evaluation.close()
 
 
-def test_a_short_breakout_run_saves_everything_play_needs(tmp_path):
+def test_a_short_breakout_run_saves_everything_play_needs(tmp_path, run_runner):
     backend = keras.backend.backend()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env = child_env()
     logdir = tmp_path / "breakout"
-    proc = subprocess.run(
-        [sys.executable, "-m", "unstable_ppo.run", f"--env_id={GAME}", "--num_envs=2", "--num_steps=32",
-         "--batch_size=32", "--num_epochs=1", "--num_episodes=2", "--eval_interval=1", "--eval_episodes=1",
-         "--eval_max_steps=100", f"--backend={backend}", f"--logdir={logdir}", "--verbose=0"],
-        env=env, capture_output=True, text=True, timeout=600,
+    proc = run_runner(
+        f"--env_id={GAME}", "--num_envs=2", "--num_steps=32",
+        "--batch_size=32", "--num_epochs=1", "--num_episodes=2", "--eval_interval=1", "--eval_episodes=1",
+        "--eval_max_steps=100", f"--backend={backend}", f"--logdir={logdir}", "--verbose=0",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     flags = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())["run"]["flags"]
@@ -128,16 +127,14 @@ def test_a_short_breakout_run_saves_everything_play_needs(tmp_path):
     assert play.stdout.strip().splitlines()[-1].endswith("episodes=1")
 
 
-def test_breakout_with_the_cnn_lstm_head_runs_through_the_runner(tmp_path):
+def test_breakout_with_the_cnn_lstm_head_runs_through_the_runner(tmp_path, run_runner):
     backend = keras.backend.backend()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
     logdir = tmp_path / "breakout_lstm"
-    proc = subprocess.run(
-        [sys.executable, "-m", "unstable_ppo.run", f"--env_id={GAME}", "--num_envs=2", "--num_steps=16",
-         "--batch_size=16", "--num_epochs=1", "--num_episodes=1", "--eval_episodes=1", "--eval_max_steps=50",
-         "--recurrent", "--timestep_size=8", "--hidden_layer_size=32", f"--backend={backend}",
-         f"--logdir={logdir}", "--verbose=0"],
-        env=env, capture_output=True, text=True, timeout=600,
+    proc = run_runner(
+        f"--env_id={GAME}", "--num_envs=2", "--num_steps=16",
+        "--batch_size=16", "--num_epochs=1", "--num_episodes=1", "--eval_episodes=1", "--eval_max_steps=50",
+        "--recurrent", "--timestep_size=8", "--hidden_layer_size=32", f"--backend={backend}",
+        f"--logdir={logdir}", "--verbose=0",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with zipfile.ZipFile(logdir / "model" / "latest" / "model.keras") as z:
@@ -151,7 +148,7 @@ def test_a_model_played_on_an_env_with_other_spaces_is_a_one_line_error(tmp_path
     from unstable_ppo import PPO
 
     PPO("CartPole-v1", seed=0, num_envs=2, num_steps=32, batch_size=32).save(tmp_path / "m")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env = child_env()
     proc = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={tmp_path / 'm'}",
                            f"--env_id={GAME}", "--episodes=1"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2

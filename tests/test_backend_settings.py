@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.helpers.runner import run_runner
+
 PROBE = "import unstable_ppo.backend, jax; print(jax.config.values['jax_cpu_enable_async_dispatch'])"
 
 
@@ -60,11 +62,9 @@ def test_jax_compilation_cache_is_reused_by_the_next_run_and_gives_the_same_trai
 
 
 def _run_with_cache(tmp_path, cache):
-    cmd = [sys.executable, "-m", "unstable_ppo.run", f"--compilation_cache_dir={cache}", f"--logdir={tmp_path / 'run'}",
-           "--num_envs=2", "--num_steps=16", "--batch_size=16", "--num_epochs=1", "--num_episodes=1",
-           "--eval_episodes=1", "--verbose=0"]
-    return subprocess.run(cmd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
-                          timeout=300)
+    return run_runner(f"--compilation_cache_dir={cache}", f"--logdir={tmp_path / 'run'}", "--num_envs=2",
+                      "--num_steps=16", "--batch_size=16", "--num_epochs=1", "--num_episodes=1",
+                      "--eval_episodes=1", "--verbose=0", timeout=300)
 
 
 def test_runner_compilation_cache_flag(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 
 from unstable_ppo import PPO
 from unstable_ppo.checkpoint import LATEST, save_checkpoint
-from unstable_ppo.ppo import FORMAT_VERSION, META_FILE, MODEL_FILE
+from unstable_ppo.checkpoint import FORMAT_VERSION, META_FILE, MODEL_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # normalize_obs: the saved model carries normalizer statistics too.

@@ -1,7 +1,7 @@
 """Faults injected for real: crashing envs and workers, NaN, failed saves, SIGKILL.
 
 The unit tests here check the pieces in-process; the trials at the end run the
-runner as a subprocess (`tests/fault_injection.py`, the fast subset of
+runner as a subprocess (`tests/helpers/fault_injection.py`, the fast subset of
 `benchmarks/faults.py`).
 """
 
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests import fault_injection as fi
+from tests.helpers import fault_injection as fi
 from unstable_ppo import PPO
 from unstable_ppo.checkpoint import CheckpointError, save_checkpoint
 from unstable_ppo.envs import make_vec_env, registered_id

@@ -1,6 +1,6 @@
 """Every combination of the runner's flags trains, or exits 2 with one `error:` line and no file written.
 
-Hypothesis draws command lines (tests/flag_strategies.py) and runs the runner on them
+Hypothesis draws command lines (tests/helpers/flag_strategies.py) and runs the runner on them
 in this process; UNSTABLE_PPO_FLAG_EXAMPLES sets how many (default 25). A few bad
 command lines also go through the real `python -m unstable_ppo.run`.
 """
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 import unstable_ppo.run  # noqa: F401 - defines the runner's flags
 
-from tests.flag_strategies import (
+from tests.helpers.flag_strategies import (
     DRAWN_BY_HAND, FLAG_VALUES, LOGROOT, NOT_DRAWN, check_outcome, materialize, run_in_process, run_subprocess,
     runner_argv, snapshot,
 )

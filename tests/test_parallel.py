@@ -18,27 +18,22 @@ import keras
 import numpy as np
 import pytest
 
+from tests.helpers.runner import ROOT, child_env
 from unstable_ppo import PPO
 from unstable_ppo.envs import make_vec_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 
 
 def _env(**extra):
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, "KERAS_BACKEND": BACKEND, **extra}
-
-
-def _run(*flags, cwd=None, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "unstable_ppo.run", *flags], env=env or _env(), cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return child_env(KERAS_BACKEND=BACKEND, **extra)
 
 
 def _rollouts(ppo, count=2, collect=None):
     """`count` rollouts with the current weights: the buffers' arrays, copied."""
     buffer, out = ppo.make_buffer(), []
-    if ppo._last_obs is None:
-        ppo._reset()
+    if ppo.collector.last_obs is None:
+        ppo.collector.reset()
     for _ in range(count):
         (collect or ppo.collect_rollout)(buffer)
         out.append({k: v.copy() for k, v in vars(buffer).items() if isinstance(v, np.ndarray)})
@@ -124,9 +119,9 @@ def test_a_dead_gathering_worker_is_rebuilt_like_a_dead_env(caplog):
         (["--ray_address=127.0.0.1:1", "--normalize_obs"], "normalize_obs keeps running statistics in one process"),
     ],
 )
-def test_bad_parallelism_flags_exit_2_with_one_line(tmp_path, flags, message):
+def test_bad_parallelism_flags_exit_2_with_one_line(tmp_path, flags, message, run_runner):
     start = time.perf_counter()
-    proc = _run("--env_id=CartPole-v1", *flags, cwd=tmp_path)
+    proc = run_runner("--env_id=CartPole-v1", *flags, cwd=tmp_path, env=_env(), timeout=300)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
@@ -134,12 +129,12 @@ def test_bad_parallelism_flags_exit_2_with_one_line(tmp_path, flags, message):
     assert time.perf_counter() - start < 60  # an unreachable cluster is an error, not a hang
 
 
-def test_ray_address_without_ray_installed_is_a_one_line_error(tmp_path):
+def test_ray_address_without_ray_installed_is_a_one_line_error(tmp_path, run_runner):
     """A `ray` package that fails to import stands in for a machine without Ray."""
     (tmp_path / "shadow" / "ray").mkdir(parents=True)
     (tmp_path / "shadow" / "ray" / "__init__.py").write_text("raise ImportError('no ray here')\n")
     env = _env(PYTHONPATH=f"{tmp_path / 'shadow'}{os.pathsep}{ROOT}")
-    proc = _run("--env_id=CartPole-v1", "--ray_address=127.0.0.1:6379", cwd=tmp_path, env=env)
+    proc = run_runner("--env_id=CartPole-v1", "--ray_address=127.0.0.1:6379", cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "needs Ray, which is not installed" in errors[0], proc.stderr[-2000:]
@@ -156,7 +151,7 @@ _DATA_PARALLEL_CHECK = textwrap.dedent("""
     for n in (1, 2):
         ppo = PPO("CartPole-v1", seed=0, num_envs=4, num_steps=32, batch_size=64, num_epochs=2, worker_num=n)
         buffer = ppo.make_buffer()
-        ppo._reset()
+        ppo.collector.reset()
         ppo.collect_rollout(buffer)
         logs = ppo.update(buffer)
         devices = len(ppo.model.trainable_variables[0].value.sharding.device_set)
@@ -233,7 +228,7 @@ def test_ray_actors_collect_the_same_rollouts_as_one_vector_env(ray_cluster, rec
     driver.env.close()
 
 
-def test_runner_on_ray_goes_on_while_a_killed_actor_restarts_and_saves(ray_cluster, tmp_path):
+def test_runner_on_ray_goes_on_while_a_killed_actor_restarts_and_saves(ray_cluster, tmp_path, run_runner):
     """SIGKILL one actor mid-run: the run goes on with the other, the restarted one rejoins, the run saves.
 
     The run is long; once the actor is back and two more updates are done, SIGTERM ends it
@@ -241,12 +236,12 @@ def test_runner_on_ray_goes_on_while_a_killed_actor_restarts_and_saves(ray_clust
     """
     logdir = tmp_path / "run"
     num_steps = 128
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "unstable_ppo.run", "--env_id=CartPole-v1", "--num_envs=4", f"--num_steps={num_steps}",
-         "--batch_size=256", "--num_epochs=1", "--num_episodes=100000", "--eval_episodes=2",
-         "--eval_interval=0", "--save_interval=0", "--gather_per_worker=2", f"--ray_address={ray_cluster}",
-         "--verbose=2", f"--logdir={logdir}"],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = run_runner(
+        "--env_id=CartPole-v1", "--num_envs=4", f"--num_steps={num_steps}",
+        "--batch_size=256", "--num_epochs=1", "--num_episodes=100000", "--eval_episodes=2",
+        "--eval_interval=0", "--save_interval=0", "--gather_per_worker=2", f"--ray_address={ray_cluster}",
+        "--verbose=2", f"--logdir={logdir}",
+        env=_env(), wait=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log, deadline, killed, back_at = logdir / "training.log", time.time() + 240, None, None
     while time.time() < deadline and proc.poll() is None:
         text = log.read_text() if log.exists() else ""

@@ -7,11 +7,10 @@ import pytest
 from gymnasium import spaces
 from keras import ops
 
-from tests.envs import SpaceEnv
+from tests.helpers.envs import SpaceEnv
+from tests.helpers.settings import SMALL_4X16
 from unstable_ppo import PPO
 from unstable_ppo.spaces import UnsupportedSpaceError
-
-SMALL = dict(num_envs=4, num_steps=16, num_epochs=2, batch_size=32)
 
 
 def make_buffer(ppo):
@@ -24,10 +23,10 @@ def log_probs_now(ppo, batch):
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_ratio_is_one_on_first_minibatch(env_id):
-    ppo = PPO(env_id, seed=3, **SMALL)
+def test_ratio_is_one_on_first_minibatch(env_id, small_ppo):
+    ppo = small_ppo(env_id, seed=3)
     buffer = make_buffer(ppo)
-    ppo._reset()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     batch = buffer.training_batch()
     idx = np.random.default_rng(0).permutation(len(batch["mask"]))[: ppo.hp.batch_size]
@@ -40,10 +39,10 @@ def test_ratio_is_one_on_first_minibatch(env_id):
     assert abs(logs["approx_kl"]) < 1e-8
 
 
-def test_update_moves_policy_and_reports_diagnostics():
-    ppo = PPO("CartPole-v1", seed=0, **SMALL)
+def test_update_moves_policy_and_reports_diagnostics(small_ppo):
+    ppo = small_ppo(seed=0)
     before = [np.array(w) for w in ppo.model.get_weights()]
-    ppo.learn(SMALL["num_envs"] * SMALL["num_steps"] * 2)
+    ppo.learn(SMALL_4X16["num_envs"] * SMALL_4X16["num_steps"] * 2)
     after = ppo.model.get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(before, after))
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance"):
@@ -52,9 +51,9 @@ def test_update_moves_policy_and_reports_diagnostics():
     assert ppo.num_timesteps == 128 and ppo.num_updates == 2
 
 
-def test_learning_rate_anneals_linearly_to_zero():
+def test_learning_rate_anneals_linearly_to_zero(small_ppo):
     seen = []
-    ppo = PPO("CartPole-v1", seed=0, lr=1e-3, **SMALL)
+    ppo = small_ppo(seed=0, lr=1e-3)
     ppo.learn(64 * 4, callback=lambda p, logs: seen.append(logs["learning_rate"]))
     np.testing.assert_allclose(seen, [1e-3, 0.75e-3, 0.5e-3, 0.25e-3], rtol=1e-6)
 
@@ -65,10 +64,10 @@ def test_target_kl_stops_epochs_early():
     assert ppo.logs["epochs"] == 1
 
 
-def test_same_seed_same_run_on_this_backend():
+def test_same_seed_same_run_on_this_backend(small_ppo):
     def run():
         keras.backend.clear_session()
-        ppo = PPO("CartPole-v1", seed=11, **SMALL)
+        ppo = small_ppo(seed=11)
         ppo.learn(64 * 3)
         return ppo.model.get_weights(), ppo.predict(np.zeros((5, 4)), deterministic=False)
 
@@ -78,9 +77,9 @@ def test_same_seed_same_run_on_this_backend():
     np.testing.assert_array_equal(a1, a2)
 
 
-def test_different_seeds_differ():
-    a = PPO("CartPole-v1", seed=1, **SMALL).model.get_weights()
-    b = PPO("CartPole-v1", seed=2, **SMALL).model.get_weights()
+def test_different_seeds_differ(small_ppo):
+    a = small_ppo(seed=1).model.get_weights()
+    b = small_ppo(seed=2).model.get_weights()
     assert not all(np.allclose(x, y) for x, y in zip(a, b))
 
 
@@ -90,7 +89,7 @@ def test_truncation_bootstraps_from_the_final_observation():
                        max_episode_steps=5)
     ppo = PPO(env, seed=0, num_steps=12, num_epochs=1, batch_size=8)
     buffer = make_buffer(ppo)
-    ppo._reset()
+    ppo.collector.reset()
     # Record the final observations the env hands back, to recompute V(final obs).
     finals = {}
     step = env.step
@@ -117,7 +116,7 @@ def test_next_step_autoreset_rows_are_masked():
     env = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync", max_episode_steps=6)
     ppo = PPO(env, seed=0, num_steps=20, num_epochs=1, batch_size=20)
     buffer = make_buffer(ppo)
-    ppo._reset()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     ends = np.argwhere(buffer.dones[:-1])
     assert len(ends) > 0
@@ -163,8 +162,8 @@ def test_image_observations_use_the_nature_cnn():
     assert ppo.predict(env.observation_space.sample()) in range(4)
 
 
-def test_orthogonal_initialisation_gains():
-    ppo = PPO("CartPole-v1", seed=0, **SMALL)
+def test_orthogonal_initialisation_gains(small_ppo):
+    ppo = small_ppo(seed=0)
     head = ops.convert_to_numpy(ppo.model.policy_head.kernel)
     hidden = ops.convert_to_numpy(ppo.model.policy_torso.layers[-1].kernel)  # 64x64: square
     np.testing.assert_allclose(hidden.T @ hidden, 2.0 * np.eye(64), atol=1e-4)
@@ -172,10 +171,10 @@ def test_orthogonal_initialisation_gains():
     assert not ppo.model.shared_net and ppo.model.value_torso is not ppo.model.policy_torso
 
 
-def test_fit_runs_the_same_train_step():
-    ppo = PPO("CartPole-v1", seed=0, **SMALL)
+def test_fit_runs_the_same_train_step(small_ppo):
+    ppo = small_ppo(seed=0)
     buffer = make_buffer(ppo)
-    ppo._reset()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     before = ppo.model.get_weights()
     act = ppo.model.make_act_function(deterministic=True)
@@ -231,16 +230,16 @@ def test_unsupported_spaces_are_named(obs_space, act_space, named):
         PPO(SpaceEnv(obs_space, act_space))
 
 
-def test_learn_and_evaluate_reject_non_positive_counts():
-    ppo = PPO("CartPole-v1", **SMALL)
+def test_learn_and_evaluate_reject_non_positive_counts(small_ppo):
+    ppo = small_ppo()
     with pytest.raises(ValueError, match="total_timesteps must be > 0"):
         ppo.learn(0)
     with pytest.raises(ValueError, match="n_episodes must be > 0"):
         ppo.evaluate(n_episodes=0)
 
 
-def test_predict_rejects_wrong_shape():
-    ppo = PPO("CartPole-v1", **SMALL)
+def test_predict_rejects_wrong_shape(small_ppo):
+    ppo = small_ppo()
     with pytest.raises(ValueError, match="observation shape"):
         ppo.predict(np.zeros((2, 5)))
 
@@ -253,8 +252,8 @@ def test_cartpole_learns_within_a_small_budget():
     assert result["mean_return"] > 150, result
 
 
-def test_evaluate_leaves_the_callers_env_open():
-    ppo = PPO("CartPole-v1", seed=0, **SMALL)
+def test_evaluate_leaves_the_callers_env_open(small_ppo):
+    ppo = small_ppo(seed=0)
     env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
     result = ppo.evaluate(env, n_episodes=2)
     assert len(result["returns"]) == 2

@@ -7,13 +7,10 @@ import pytest
 from gymnasium import spaces
 from keras import ops
 
-from tests.envs import CueEnv, SpaceEnv
+from tests.helpers.envs import CueEnv, SpaceEnv
+from tests.helpers.settings import SMALL_RECURRENT
 from unstable_ppo import PPO
 from unstable_ppo.buffer import sequence_minibatches
-
-SMALL = dict(num_envs=3, num_steps=16, num_epochs=2, batch_size=16, timestep_size=8, hidden_layer_size=16,
-             recurrent=True)
-
 
 def numpy_lstm(cell, x, h, c):
     """One LSTM step, written from the equations (Hochreiter & Schmidhuber; Keras's i, f, c, o order)."""
@@ -41,9 +38,9 @@ def short_episode_env(n, episode_length=5, obs_dim=3, action_space=None):
 @pytest.mark.parametrize("shared_lstm", [True, False])
 def test_rollout_states_follow_the_lstm_and_reset_at_episode_starts(shared_lstm):
     """The stored states are those of an independent numpy LSTM run over the rollout, zeroed at each start."""
-    ppo = PPO(short_episode_env(3), seed=1, shared_lstm=shared_lstm, **SMALL)
+    ppo = PPO(short_episode_env(3), seed=1, shared_lstm=shared_lstm, **SMALL_RECURRENT)
     buffer = ppo.make_buffer()
-    ppo._reset()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     model, H = ppo.model, ppo.hp.hidden_layer_size
     # Episodes of 5, 6 and 7 steps end inside the 16-step rollout; the first row of each starts one.
@@ -63,17 +60,17 @@ def test_rollout_states_follow_the_lstm_and_reset_at_episode_starts(shared_lstm)
             keep = 1.0 - buffer.episode_starts[t][:, None]
             h, c = numpy_lstm(cell, torso_features(model, buffer.obs[t], torso), h * keep, c * keep)
         # The state after the last step is where the next rollout starts.
-        np.testing.assert_allclose(ppo._last_state[:, 2 * H * k : 2 * H * k + H], h, atol=2e-5)
-        np.testing.assert_allclose(ppo._last_state[:, 2 * H * k + H : 2 * H * (k + 1)], c, atol=2e-5)
+        np.testing.assert_allclose(ppo.collector.last_state[:, 2 * H * k : 2 * H * k + H], h, atol=2e-5)
+        np.testing.assert_allclose(ppo.collector.last_state[:, 2 * H * k + H : 2 * H * (k + 1)], c, atol=2e-5)
 
 
 def test_next_step_autoreset_zeroes_the_state_after_the_reset_row():
     """With NEXT_STEP autoreset the row after a done is a reset row; the state restarts on the row after it."""
     box = spaces.Box(-1.0, 1.0, (3,), np.float32)
     vec = gym.vector.SyncVectorEnv([lambda: SpaceEnv(box, spaces.Discrete(2), 5) for _ in range(2)])
-    ppo = PPO(vec, seed=0, **{**SMALL, "num_envs": 2})
+    ppo = PPO(vec, seed=0, **{**SMALL_RECURRENT, "num_envs": 2})
     buffer = ppo.make_buffer()
-    ppo._reset()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     done_rows = np.flatnonzero(buffer.dones[:, 0])
     assert len(done_rows) >= 2
@@ -99,9 +96,9 @@ def test_sequence_minibatches_are_whole_sequences_of_one_env():
 
 
 def test_training_batch_is_laid_out_env_by_env():
-    ppo = PPO(short_episode_env(3), seed=0, **SMALL)
+    ppo = PPO(short_episode_env(3), seed=0, **SMALL_RECURRENT)
     buffer = ppo.make_buffer()
-    ppo._reset()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     batch = buffer.training_batch()
     T = ppo.hp.num_steps
@@ -128,9 +125,9 @@ def test_ratio_is_one_on_the_first_minibatch(kind, shared_lstm):
     """Recomputing the states from each sequence's stored start state reproduces the acting log-probs."""
     # Separate LSTMs get dense layers after them too (lstm_head_sizes).
     ppo = PPO(short_episode_env(3, action_space=ACTION_SPACES[kind]), seed=2, shared_lstm=shared_lstm,
-              lstm_head_sizes=() if shared_lstm else (8, 8), **SMALL)
+              lstm_head_sizes=() if shared_lstm else (8, 8), **SMALL_RECURRENT)
     buffer = ppo.make_buffer()
-    ppo._reset()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     batch = buffer.training_batch()
     idx = sequence_minibatches(np.random.default_rng(0), len(batch["mask"]), ppo.hp.timestep_size,
@@ -147,7 +144,7 @@ def test_cnn_lstm_acts_and_trains_on_pixels():
     image = spaces.Box(0, 255, (4, 36, 36), np.uint8)  # channels first, like frame-stacked Atari
     vec = gym.vector.SyncVectorEnv([lambda: SpaceEnv(image, spaces.Discrete(4), 6) for _ in range(2)],
                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    ppo = PPO(vec, seed=0, **{**SMALL, "num_envs": 2, "num_steps": 8, "batch_size": 8, "num_epochs": 1})
+    ppo = PPO(vec, seed=0, **{**SMALL_RECURRENT, "num_envs": 2, "num_steps": 8, "batch_size": 8, "num_epochs": 1})
     assert ppo.model.net == "cnn" and ppo.model.shared_net
     before = [np.array(w) for w in ppo.model.get_weights()]
     ppo.learn(32)
@@ -157,12 +154,12 @@ def test_cnn_lstm_acts_and_trains_on_pixels():
 
 def test_save_load_round_trip_predicts_the_same_with_state(tmp_path):
     ppo = PPO("CartPoleNoVel-v1", seed=0, shared_lstm=False, hidden_sizes=(), lstm_head_sizes=(16,),
-              **{**SMALL, "batch_size": 24})
+              **{**SMALL_RECURRENT, "batch_size": 24})
     ppo.learn(96)
     ppo.save(tmp_path / "m")
     loaded = PPO.load(tmp_path / "m")
-    assert loaded.recurrent and loaded.model.state_size == 4 * SMALL["hidden_layer_size"]
-    assert loaded.model.sequence_length == SMALL["timestep_size"] and loaded.hp == ppo.hp
+    assert loaded.recurrent and loaded.model.state_size == 4 * SMALL_RECURRENT["hidden_layer_size"]
+    assert loaded.model.sequence_length == SMALL_RECURRENT["timestep_size"] and loaded.hp == ppo.hp
     assert loaded.model.lstm_head_sizes == (16,) and loaded.model.hidden_sizes == ()
     obs = np.random.default_rng(0).uniform(-0.2, 0.2, (5, 6, 2)).astype(np.float32)  # 6 steps of 5 envs
     outs = []
@@ -212,11 +209,11 @@ def test_recurrent_policy_remembers_a_cue():
 )
 def test_bad_recurrent_settings_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        PPO("CartPoleNoVel-v1", **{**SMALL, **kwargs})
+        PPO("CartPoleNoVel-v1", **{**SMALL_RECURRENT, **kwargs})
 
 
 def test_predict_without_state_is_an_error_and_a_feedforward_model_takes_none():
-    ppo = PPO("CartPoleNoVel-v1", **SMALL)
+    ppo = PPO("CartPoleNoVel-v1", **SMALL_RECURRENT)
     with pytest.raises(ValueError, match="this model is recurrent: pass state="):
         ppo.predict(np.zeros(2, np.float32))
     with pytest.raises(ValueError, match=r"state has shape \(2, 5\)"):
@@ -240,7 +237,7 @@ def test_memory_tasks_hide_the_velocities():
 
 
 def test_kl_loss_runs_on_sequences():
-    ppo = PPO("CartPoleNoVel-v1", seed=0, use_kl_loss=True, **SMALL)
+    ppo = PPO("CartPoleNoVel-v1", seed=0, use_kl_loss=True, **SMALL_RECURRENT)
     ppo.learn(96)
     assert np.isfinite(ppo.logs["kl"]) and ppo.logs["kl"] >= 0.0
     assert keras.ops.convert_to_numpy(ppo.model.kl_beta) > 0

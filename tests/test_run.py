@@ -8,23 +8,16 @@ import sys
 import keras
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(*flags, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "unstable_ppo.run", *flags], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-
+from tests.helpers.runner import ROOT, child_env, tensorboard_steps
 
 SHORT = ("--env_id=CartPole-v1", "--num_envs=2", "--num_steps=32", "--num_epochs=2", "--batch_size=32",
          "--eval_episodes=2", "--verbose=2")
 
 
-def test_short_run_trains_saves_and_evaluates(tmp_path):
+def test_short_run_trains_saves_and_evaluates(tmp_path, run_runner):
     backend = keras.backend.backend()
-    proc = run(*SHORT, "--num_episodes=3", "--seed=3", "--eval_interval=2", "--save_interval=2",
-               f"--backend={backend}", f"--logdir={tmp_path}/log/{{env_id}}/{{rank}}", "--rank=4")
+    proc = run_runner(*SHORT, "--num_episodes=3", "--seed=3", "--eval_interval=2", "--save_interval=2",
+                      f"--backend={backend}", f"--logdir={tmp_path}/log/{{env_id}}/{{rank}}", "--rank=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     logdir = tmp_path / "log" / "CartPole-v1" / "4"
     metrics = json.loads((logdir / "metrics.json").read_text())
@@ -44,32 +37,19 @@ def test_short_run_trains_saves_and_evaluates(tmp_path):
     assert "update 3:" in log and "eval at 192 steps" in log
 
 
-def _tensorboard_steps(logdir, tag):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    steps = []
-    for name in sorted(os.listdir(logdir)):
-        if name.startswith("events.out.tfevents"):
-            acc = EventAccumulator(os.path.join(logdir, name))
-            acc.Reload()
-            if tag in acc.Tags()["tensors"]:
-                steps += [e.step for e in acc.Tensors(tag)]
-    return steps
-
-
-def test_resume_continues_counters_monitor_files_and_tensorboard(tmp_path):
+def test_resume_continues_counters_monitor_files_and_tensorboard(tmp_path, run_runner):
     logdir = tmp_path / "run"
-    first = run(*SHORT, "--num_episodes=2", "--save_interval=1", "--eval_interval=0", f"--logdir={logdir}")
+    first = run_runner(*SHORT, "--num_episodes=2", "--save_interval=1", "--eval_interval=0", f"--logdir={logdir}")
     assert first.returncode == 0, first.stderr[-3000:]
     episodes_before = len((logdir / "monitor" / "0.monitor.csv").read_text().splitlines())
-    again = run(*SHORT, "--num_episodes=2", f"--logdir={logdir}")
+    again = run_runner(*SHORT, "--num_episodes=2", f"--logdir={logdir}")
     assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
 
-    other_env = run("--resume", "--env_id=Acrobot-v1", f"--logdir={logdir}")
+    other_env = run_runner("--resume", "--env_id=Acrobot-v1", f"--logdir={logdir}")
     assert other_env.returncode == 2 and other_env.stderr.splitlines()[-1].startswith(
         "error: --env_id=Acrobot-v1 differs from the resumed run's CartPole-v1"), other_env.stderr[-2000:]
 
-    resumed = run("--resume", "--num_episodes=4", f"--logdir={logdir}", "--verbose=2")
+    resumed = run_runner("--resume", "--num_episodes=4", f"--logdir={logdir}", "--verbose=2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
     assert saved["num_timesteps"] == 4 * 64 and saved["num_updates"] == 4
@@ -77,19 +57,17 @@ def test_resume_continues_counters_monitor_files_and_tensorboard(tmp_path):
     lines = (logdir / "monitor" / "0.monitor.csv").read_text().splitlines()
     assert sum(line.startswith("#") for line in lines) == 1 and len(lines) > episodes_before
     assert "update 3:" in resumed.stdout and "update 1:" not in resumed.stdout
-    steps = sorted(_tensorboard_steps(logdir, "train/value_loss"))
+    steps = sorted(tensorboard_steps(logdir, "train/value_loss"))
     assert steps == [64, 128, 192, 256]  # the curve continues: no step is written twice
 
 
-def test_resume_after_sigkill_loses_at_most_one_save_interval(tmp_path):
+def test_resume_after_sigkill_loses_at_most_one_save_interval(tmp_path, run_runner):
     import signal
     import time
 
     logdir = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "unstable_ppo.run", *SHORT, "--num_episodes=400",
-                             "--save_interval=1", "--eval_interval=0", "--verbose=0", f"--logdir={logdir}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = run_runner(*SHORT, "--num_episodes=400", "--save_interval=1", "--eval_interval=0", "--verbose=0",
+                      f"--logdir={logdir}", wait=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = logdir / "model" / "latest" / "ppo.json"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -100,21 +78,19 @@ def test_resume_after_sigkill_loses_at_most_one_save_interval(tmp_path):
     proc.wait()
     killed_at = json.loads(latest.read_text())["num_updates"]
     assert killed_at >= 3
-    resumed = run("--resume", f"--num_episodes={killed_at + 2}", f"--logdir={logdir}", "--verbose=2")
+    resumed = run_runner("--resume", f"--num_episodes={killed_at + 2}", f"--logdir={logdir}", "--verbose=2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"update {killed_at + 1}:" in resumed.stdout
     assert json.loads(latest.read_text())["num_timesteps"] == (killed_at + 2) * 64
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_changes_no_setting(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_resume_changes_no_setting(tmp_path, run_runner):
     import signal
     import time
 
     logdir = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "unstable_ppo.run", *SHORT, "--num_episodes=400",
-                             "--save_interval=0", "--eval_interval=0", f"--logdir={logdir}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = run_runner(*SHORT, "--num_episodes=400", "--save_interval=0", "--eval_interval=0", f"--logdir={logdir}",
+                      wait=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log, deadline = logdir / "training.log", time.time() + 300
     while time.time() < deadline and not (log.exists() and "update 2:" in log.read_text()):
         time.sleep(0.05)
@@ -125,21 +101,21 @@ def test_sigterm_saves_a_checkpoint_and_resume_changes_no_setting(tmp_path):
     saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
     assert 2 <= saved["num_updates"] < 400
 
-    changed = run("--resume", "--lr=0.1", f"--logdir={logdir}")
+    changed = run_runner("--resume", "--lr=0.1", f"--logdir={logdir}")
     assert changed.returncode == 2 and "--lr=0.1 differs from the resumed run" in changed.stderr
 
 
-def test_bundled_env_flagfile_applies_and_explicit_flags_win(tmp_path):
+def test_bundled_env_flagfile_applies_and_explicit_flags_win(tmp_path, run_runner):
     flagfile = tmp_path / "mine.flags"
     flagfile.write_text("--num_epochs=1\n")
-    proc = run("--env_id=CartPole-v1", "--num_envs=2", "--batch_size=32", "--num_episodes=1", "--eval_episodes=1",
-               "--verbose=0", f"--flagfile={flagfile}", f"--logdir={tmp_path}/run")
+    proc = run_runner("--env_id=CartPole-v1", "--num_envs=2", "--batch_size=32", "--num_episodes=1",
+                      "--eval_episodes=1", "--verbose=0", f"--flagfile={flagfile}", f"--logdir={tmp_path}/run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     flags = json.loads((tmp_path / "run" / "model" / "latest" / "ppo.json").read_text())["run"]["flags"]
     assert flags["num_steps"] == 32 and flags["lr"] == 1e-3 and flags["gae_lambda"] == 0.8  # CartPole-v1.flags
     assert flags["num_envs"] == 2 and flags["num_epochs"] == 1  # the command line and --flagfile win
-    proc = run("--env_id=CartPole-v1", "--num_envs=2", "--batch_size=32", "--num_episodes=1", "--eval_episodes=1",
-               "--verbose=0", "--noenv_defaults", f"--logdir={tmp_path}/plain")
+    proc = run_runner("--env_id=CartPole-v1", "--num_envs=2", "--batch_size=32", "--num_episodes=1",
+                      "--eval_episodes=1", "--verbose=0", "--noenv_defaults", f"--logdir={tmp_path}/plain")
     assert proc.returncode == 0, proc.stderr[-3000:]
     flags = json.loads((tmp_path / "plain" / "model" / "latest" / "ppo.json").read_text())["run"]["flags"]
     assert flags["num_steps"] == 128 and flags["lr"] == 2.5e-4
@@ -161,11 +137,11 @@ def test_every_bundled_flagfile_names_real_flags():
     assert runner.env_config_file("MountainCar-v0") is None
 
 
-def test_play_best_and_record_video(tmp_path):
+def test_play_best_and_record_video(tmp_path, run_runner):
     logdir = tmp_path / "run"
-    proc = run(*SHORT, "--num_episodes=2", "--eval_interval=1", f"--logdir={logdir}")
+    proc = run_runner(*SHORT, "--num_episodes=2", "--eval_interval=1", f"--logdir={logdir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env = child_env()
     play = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={logdir / 'model'}", "--best",
                            "--episodes=2", "--record_video", "--max_steps=50"],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -210,8 +186,8 @@ def test_top_level_run_py_is_the_same_runner(tmp_path):
         (["--recurrent", "--lstm_head_sizes=64,y"], "--lstm_head_sizes must be comma-separated integers"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
-    proc = run(*flags, cwd=tmp_path)
+def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message, run_runner):
+    proc = run_runner(*flags, cwd=tmp_path)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
@@ -223,7 +199,7 @@ def test_play_evaluates_a_saved_model(tmp_path):
     from unstable_ppo import PPO
 
     PPO("CartPole-v1", seed=0, num_envs=2, num_steps=32, batch_size=32).save(tmp_path / "m")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env = child_env()
     proc = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={tmp_path / 'm'}",
                            "--episodes=3", "--seed=1"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -238,7 +214,7 @@ def test_play_on_a_bad_model_dir_is_a_one_line_error(tmp_path, damage):
         (tmp_path / "m").mkdir()
         (tmp_path / "m" / "model.keras").write_bytes(b"junk")
         (tmp_path / "m" / "ppo.json").write_text("{}")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env = child_env()
     proc = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={tmp_path / 'm'}"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
@@ -246,24 +222,24 @@ def test_play_on_a_bad_model_dir_is_a_one_line_error(tmp_path, damage):
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
-def test_recurrent_run_on_a_memory_task_trains_resumes_and_plays(tmp_path):
+def test_recurrent_run_on_a_memory_task_trains_resumes_and_plays(tmp_path, run_runner):
     backend = keras.backend.backend()
     logdir = tmp_path / "novel"
     common = ("--env_id=CartPoleNoVel-v1", "--num_envs=2", "--num_steps=16", "--batch_size=16", "--num_epochs=1",
               "--eval_episodes=2", "--verbose=0", f"--backend={backend}", f"--logdir={logdir}")
-    proc = run(*common, "--recurrent", "--timestep_size=8", "--hidden_layer_size=16", "--num_episodes=2")
+    proc = run_runner(*common, "--recurrent", "--timestep_size=8", "--hidden_layer_size=16", "--num_episodes=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
     assert saved["hyperparameters"]["recurrent"] and saved["hyperparameters"]["timestep_size"] == 8
     assert saved["observation_space"]["shape"] == [2]
     # A resumed run keeps its policy kind: --norecurrent is refused before anything is written.
-    proc = run(*common, "--resume", "--norecurrent", "--num_episodes=3")
+    proc = run_runner(*common, "--resume", "--norecurrent", "--num_episodes=3")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --recurrent="), \
         proc.stderr[-2000:]
-    proc = run(*common, "--resume", "--num_episodes=3")
+    proc = run_runner(*common, "--resume", "--num_episodes=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((logdir / "metrics.json").read_text())["total_timesteps"] == 96
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env = child_env()
     play = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={logdir / 'model'}",
                            "--episodes=2"], env=env, capture_output=True, text=True, timeout=300)
     assert play.returncode == 0, play.stderr[-3000:]

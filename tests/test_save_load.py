@@ -11,15 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from tests.envs import SpaceEnv
+from tests.helpers.envs import SpaceEnv
+from tests.helpers.runner import child_env
+from tests.helpers.settings import SMALL_2X16
 from unstable_ppo import PPO
-from unstable_ppo.ppo import META_FILE, MODEL_FILE
+from unstable_ppo.checkpoint import META_FILE, MODEL_FILE
 
 from gymnasium import spaces
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = dict(num_envs=2, num_steps=16, num_epochs=1, batch_size=16)
-
 
 def values_of(ppo, obs):
     params, values = ppo.model(obs.astype(ppo.model.obs_dtype))
@@ -28,7 +26,7 @@ def values_of(ppo, obs):
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_round_trip_restores_policy_optimizer_and_counters(tmp_path, env_id):
-    ppo = PPO(env_id, seed=0, lr=1e-3, **SMALL)
+    ppo = PPO(env_id, seed=0, lr=1e-3, **SMALL_2X16)
     ppo.learn(64)
     ppo.save(tmp_path / "m")
     obs = np.stack([ppo.observation_space.sample() for _ in range(6)])
@@ -51,7 +49,7 @@ def test_round_trip_restores_policy_optimizer_and_counters(tmp_path, env_id):
 
 
 def test_saved_files_hold_no_pickle(tmp_path):
-    PPO("CartPole-v1", **SMALL).save(tmp_path / "m")
+    PPO("CartPole-v1", **SMALL_2X16).save(tmp_path / "m")
     with zipfile.ZipFile(tmp_path / "m" / MODEL_FILE) as z:
         assert set(z.namelist()) == {"config.json", "metadata.json", "model.weights.h5"}
         config = json.loads(z.read("config.json"))
@@ -82,7 +80,7 @@ def test_model_saved_under_another_backend_predicts_identically(tmp_path, env_id
     here = keras.backend.backend()
     other = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[here]
     out = str(tmp_path / "m")
-    env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env = child_env(KERAS_BACKEND=other)
     proc = subprocess.run([sys.executable, "-c", SAVE_SCRIPT, env_id, out], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -103,7 +101,7 @@ def test_missing_model_directory(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign_zip"])
 def test_corrupt_model_file_is_a_one_line_error(tmp_path, damage):
-    PPO("CartPole-v1", **SMALL).save(tmp_path / "m")
+    PPO("CartPole-v1", **SMALL_2X16).save(tmp_path / "m")
     path = tmp_path / "m" / MODEL_FILE
     data = path.read_bytes()
     if damage == "truncate":
@@ -119,7 +117,7 @@ def test_corrupt_model_file_is_a_one_line_error(tmp_path, damage):
 
 
 def test_corrupt_or_newer_metadata(tmp_path):
-    PPO("CartPole-v1", **SMALL).save(tmp_path / "m")
+    PPO("CartPole-v1", **SMALL_2X16).save(tmp_path / "m")
     meta_path = tmp_path / "m" / META_FILE
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps(dict(meta, format_version=99)))
@@ -131,7 +129,7 @@ def test_corrupt_or_newer_metadata(tmp_path):
 
 
 def test_env_with_other_spaces_is_refused(tmp_path):
-    PPO("CartPole-v1", **SMALL).save(tmp_path / "m")
+    PPO("CartPole-v1", **SMALL_2X16).save(tmp_path / "m")
     with pytest.raises(ValueError, match="observation space .* does not match"):
         PPO.load(tmp_path / "m", env="Acrobot-v1")
     loaded = PPO.load(tmp_path / "m")

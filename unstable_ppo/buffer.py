@@ -70,6 +70,21 @@ class RolloutBuffer:
             gamma, gae_lambda,
         )
 
+    def arrays(self):
+        """`{name: array}` of everything a rollout filled (what a gathering worker sends back)."""
+        return {name: value for name, value in vars(self).items() if isinstance(value, np.ndarray)}
+
+    def store_columns(self, arrays, columns):
+        """Write another buffer's `arrays()` into env columns `columns` (a slice) of this one."""
+        num_envs = self.mask.shape[1]
+        for name, value in arrays.items():
+            target = getattr(self, name, None)
+            full = (value.shape[0], num_envs, *value.shape[2:])
+            if not isinstance(target, np.ndarray) or target.shape != full or target.dtype != value.dtype:
+                target = np.zeros(full, value.dtype)
+                setattr(self, name, target)
+            target[:, columns] = value
+
     def training_batch(self):
         """The rollout flattened to rows, keyed as `losses.ppo_loss` expects.
 

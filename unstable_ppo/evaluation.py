@@ -8,6 +8,7 @@ and the observation normalizer's statistics stay frozen.
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from unstable_ppo.acting import buffer_actions, draw_noise, env_actions, obs_dtype, policy_step
 from unstable_ppo.envs import as_vector_env, autoreset_mode, make_vec_env
 
 
@@ -54,15 +55,16 @@ def play_episodes(ppo, vec: VectorEnv, n_episodes: int, deterministic: bool, see
     if seed is None and ppo.seed is not None:
         seed = ppo.seed + 10_000
     obs, _ = vec.reset(seed=seed)
-    act = ppo.model.make_act_function(deterministic=deterministic)
-    state, starts = (ppo.model.initial_state(n), np.ones(n, np.float32)) if ppo.recurrent else (None, None)
+    model = ppo.model
+    act = model.make_act_function(deterministic=deterministic)
+    state, starts = (model.initial_state(n), np.ones(n, np.float32)) if model.recurrent else (None, None)
     while (done_count < targets).any():
-        obs = ppo.normalizer.obs(np.asarray(obs, ppo._obs_dtype()))  # frozen statistics
-        noise = ppo._draw_noise((n, ppo.model.noise_size))
-        packed_actions, _, _, state = ppo.policy_step(act, obs, noise, state, starts)
-        actions = ppo._from_model_actions(packed_actions)
-        obs, rewards, terminated, truncated, info = vec.step(ppo._to_env_actions(actions))
-        if ppo.recurrent:  # as in the rollout: zero the state before each episode's first step
+        obs = ppo.normalizer.obs(np.asarray(obs, obs_dtype(model)))  # frozen statistics
+        noise = draw_noise(ppo.rng, model, (n, model.noise_size))
+        packed_actions, _, _, state = policy_step(model, act, obs, noise, state, starts)
+        actions = buffer_actions(ppo.action_space, model, packed_actions)
+        obs, rewards, terminated, truncated, info = vec.step(env_actions(ppo.action_space, actions))
+        if model.recurrent:  # as in the rollout: zero the state before each episode's first step
             starts = (terminated | truncated | reset_row).astype(np.float32)
         live = ~reset_row
         if "env_restarted" in info:  # episodes cut by an env failure do not count

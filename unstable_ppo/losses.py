@@ -11,15 +11,24 @@ where KL is the analytic KL(old || new) of the action distributions, averaged
 over the minibatch, and β lives in a non-trainable model variable that
 `adapt_kl_penalty` servos between updates.
 
+β and the clip range ε are the live coefficients (`LIVE_COEFFICIENTS`): the model
+keeps one non-trainable variable for each and passes them all to `ppo_loss` at
+every step, so a schedule or a servo changes them without recompiling anything.
+A new annealed coefficient is one more entry there and its use in `ppo_loss` (plus
+the hyperparameter that turns its annealing on).
+
 Every mean is taken over valid rows only (`mask`): with gymnasium's NEXT_STEP
 autoreset the step after an episode end is a reset row whose action the env
 ignored, and it must not pull on the policy or the value function.
 """
 
+from typing import NamedTuple
+
 import numpy as np
+from gymnasium import spaces
 from keras import ops
 
-from unstable_ppo.config import LossConfig  # noqa: F401  (the loss's settings; defined with the others)
+from unstable_ppo.config import LossConfig  # the loss's settings, defined with the others
 from unstable_ppo.distributions import DiagGaussian, make_distribution
 
 
@@ -31,6 +40,59 @@ BETA_MIN, BETA_MAX = 1.0 / 35.0, 35.0
 LR_MULTIPLIER_MIN, LR_MULTIPLIER_MAX = 0.1, 3.0
 
 
+class LiveCoefficient(NamedTuple):
+    """A coefficient the loss reads from a model variable at every step, not from `LossConfig`.
+
+    `name`: the variable's name (and the model attribute's, and `ppo_loss`'s keyword).
+    `initial`: its value in a new model. `setting`: the `LossConfig` field that `compile`
+    resets it to, and that an annealed one is a fraction of; None for one that keeps its
+    value across compiles (β, the KL servo's state). `anneal`: the hyperparameter that
+    turns on its linear decay to 0 over training (`anneal_coefficients`), or None.
+    """
+
+    name: str
+    initial: float
+    setting: str | None = None
+    anneal: str | None = None
+
+
+# In the model's variable creation order: a checkpoint from before one was added lacks the last ones.
+LIVE_COEFFICIENTS = (
+    LiveCoefficient("kl_beta", 1.0),
+    LiveCoefficient("clip_epsilon", LossConfig.clip_range, setting="clip_range", anneal="anneal_clip_range"),
+)
+
+
+def live_values(config, given):
+    """`{name: value}` of every live coefficient: those in `given` as given, the others their defaults.
+
+    A given one is a variable or tensor, read where the loss uses it (`_read`), so a compiled
+    function reads its current value; a default (the `setting` in `config`, else `initial`)
+    is a Python number.
+    """
+    unknown = set(given) - {c.name for c in LIVE_COEFFICIENTS}
+    if unknown:
+        raise TypeError(f"unknown live coefficients {sorted(unknown)}: the loss has "
+                        f"{[c.name for c in LIVE_COEFFICIENTS]}")
+    values = {}
+    for c in LIVE_COEFFICIENTS:
+        value = given.get(c.name)
+        values[c.name] = (getattr(config, c.setting) if c.setting else c.initial) if value is None else value
+    return values
+
+
+def _read(value):
+    """A live coefficient's value in the loss: a variable or tensor as a tensor, a Python number as is."""
+    return value if isinstance(value, (int, float)) else ops.convert_to_tensor(value)
+
+
+def anneal_coefficients(model, hp, remaining):
+    """Set each annealed live coefficient to its setting times `remaining`, the linear schedules' factor (1 -> 0)."""
+    for c in LIVE_COEFFICIENTS:
+        if c.anneal and getattr(hp, c.anneal):
+            model.live_coefficients[c.name].assign(getattr(hp, c.setting) * remaining)
+
+
 def batch_keys(config):
     """The rollout columns the loss reads: the KL loss also needs the old policy's parameters."""
     return BATCH_KEYS + ("old_params",) if config.use_kl_loss else BATCH_KEYS
@@ -38,8 +100,6 @@ def batch_keys(config):
 
 def log_keys(action_space, config):
     """The names `ppo_loss` logs for this action space and loss: a fixed set per model."""
-    from gymnasium import spaces
-
     keys = LOG_KEYS
     if isinstance(action_space, spaces.Box):
         keys += ("std", "bounds_penalty")
@@ -101,14 +161,16 @@ def bounds_penalty(action_space, mean, mask, count):
     return masked_mean(per_row, mask, count)
 
 
-def ppo_loss(action_space, flat_params, values, batch, config, kl_beta=1.0, clip_epsilon=None):
+def ppo_loss(action_space, flat_params, values, batch, config, **coefficients):
     """The combined PPO loss of a minibatch and the diagnostics PPO users read.
 
     `flat_params`, `values`: the current network's outputs on `batch["obs"]`.
-    `kl_beta`: β of the KL loss, a tensor or variable so that compiled functions see its
-    current value; `clip_epsilon` likewise for the clip range ε (None: `config.clip_range`).
+    `coefficients`: live coefficients by name (`LIVE_COEFFICIENTS`: `kl_beta`, β of the KL
+    loss, and `clip_epsilon`, the clip range ε), as tensors or variables so that compiled
+    functions see their current values; one not given takes its default (`live_values`).
     Returns `(loss, logs)`.
     """
+    live = live_values(config, coefficients)
     dist = make_distribution(action_space, flat_params)
     mask = ops.cast(batch["mask"], "float32")
     count = ops.maximum(ops.sum(mask), 1.0)
@@ -122,14 +184,14 @@ def ppo_loss(action_space, flat_params, values, batch, config, kl_beta=1.0, clip
     log_prob = dist.log_prob(batch["actions"])
     log_ratio = log_prob - batch["old_log_prob"]
     ratio = ops.exp(log_ratio)
-    eps = config.clip_range if clip_epsilon is None else ops.convert_to_tensor(clip_epsilon)
+    eps = _read(live["clip_epsilon"])
     if config.use_kl_loss:
         if "old_params" not in batch:
             raise ValueError("the KL loss needs the old policy's parameters: batch['old_params'] is missing")
         kl = masked_mean(make_distribution(action_space, batch["old_params"]).kl(dist), mask, count)
         surrogate = advantages * ratio
         hinge = ops.square(ops.maximum(kl - 2.0 * config.kl_target, 0.0))
-        policy_loss = -masked_mean(surrogate, mask, count) + ops.convert_to_tensor(kl_beta) * kl
+        policy_loss = -masked_mean(surrogate, mask, count) + _read(live["kl_beta"]) * kl
         policy_loss = policy_loss + config.eta_kl * hinge
     else:
         surrogate = ops.minimum(advantages * ratio, advantages * ops.clip(ratio, 1.0 - eps, 1.0 + eps))

@@ -1,4 +1,4 @@
-"""The network zoo: observation encoders, torsos and the actor-critic model.
+"""The network zoo: observation encoders, torsos and the actor-critic network.
 
     obs -> ObservationEncoder -> torso (MLP | Nature CNN) [-> LSTM -> MLP] -> policy head -> distribution params
                                  torso (own or shared)    [-> LSTM -> MLP] -> value head  -> V(s)
@@ -12,6 +12,9 @@ training alike, so both compute the same thing.
 
 Orthogonal initialisation with the gains of the PPO reference code: sqrt(2) in the
 torso, 0.01 on the policy head (near-uniform first policy), 1 on the value head.
+
+Plain Keras: nothing here knows the loss or a backend's trainer. The trainable PPO
+model, `unstable_ppo.model.ActorCritic`, is this network with both mixed in.
 """
 
 import math
@@ -20,9 +23,7 @@ import keras
 import numpy as np
 from keras import initializers, layers, ops
 
-from unstable_ppo.backend import Trainer
 from unstable_ppo.distributions import make_distribution, param_size
-from unstable_ppo.losses import LossConfig
 from unstable_ppo.spaces import (
     check_action_space,
     check_observation_space,
@@ -175,8 +176,8 @@ def run_lstm(cell, features, h, c, episode_starts):
 
 
 @keras.saving.register_keras_serializable(package="unstable_ppo")
-class ActorCritic(Trainer, keras.Model):
-    """Policy and value networks in one Keras model, trained by the PPO `train_step`.
+class ActorCriticNetwork(keras.Model):
+    """Policy and value networks in one Keras model.
 
     `call(obs)` returns `(flat_params, value)`: the distribution parameters the
     action distribution is built from, and V(obs). Gaussian policies carry a
@@ -276,23 +277,12 @@ class ActorCritic(Trainer, keras.Model):
             # Dense layers after the LSTM, one stack per head even with a shared LSTM.
             self.policy_lstm_head = mlp_torso(self.lstm_head_sizes, activation, seeds, "policy_lstm_head")
             self.value_lstm_head = mlp_torso(self.lstm_head_sizes, activation, seeds, "value_lstm_head")
-        self.sequence_length = 1  # of training sequences; `compile` sets it
         if self.continuous and not self.nn_std:
             self.log_std = self.add_weight(
                 shape=(n_params,),
                 initializer=initializers.Constant(self.log_std_init),
                 name="log_std",
             )
-        # β of the adaptive KL loss: a variable, so compiled epochs read its current value
-        # without being rebuilt each update, and `model.keras` keeps it.
-        self.kl_beta = self.add_weight(
-            shape=(), initializer=initializers.Constant(1.0), trainable=False, name="kl_beta"
-        )
-        # ε of the clipped objective, a variable for the same reason: it can be annealed.
-        self.clip_epsilon = self.add_weight(
-            shape=(), initializer=initializers.Constant(LossConfig.clip_range), trainable=False, name="clip_epsilon"
-        )
-        self.loss_config = LossConfig()
         self.build((None, *observation_space.shape))
 
     def build(self, input_shape):
@@ -353,12 +343,6 @@ class ActorCritic(Trainer, keras.Model):
         """The zero LSTM state of `batch_size` envs, as numpy."""
         return np.zeros((batch_size, self.state_size), np.float32)
 
-    def model_inputs(self, batch):
-        """What `call` takes from a training batch (its columns, as `losses.ppo_loss` names them)."""
-        if self.recurrent:
-            return (batch["obs"], batch["states"], batch["episode_starts"])
-        return batch["obs"]
-
     @property
     def obs_dtype(self):
         """The dtype the acting functions take observations in."""
@@ -386,48 +370,6 @@ class ActorCritic(Trainer, keras.Model):
         if self.recurrent:
             packed.append(state)
         return ops.concatenate(packed, axis=-1)
-
-    # -- compile / serialization ------------------------------------------------
-
-    def load_own_variables(self, store):
-        """Checkpoints written before the KL loss (β) or clip annealing (ε) existed keep the initial values."""
-        own = self._trainable_variables + self._non_trainable_variables
-        added_later = [self.kl_beta, self.clip_epsilon]  # in creation order, the last of `own`
-        missing = len(own) - len(store.keys())
-        if 0 < missing <= len(added_later) and own[-missing:] == added_later[-missing:]:
-            for i, variable in enumerate(own[:-missing]):
-                variable.assign(store[f"{i}"])
-            return
-        super().load_own_variables(store)
-
-    def compile(self, optimizer=None, loss_config=None, sequence_length=None, **kwargs):
-        """Keras `compile`, plus the PPO objective's coefficients (`LossConfig`).
-
-        `sequence_length`: a recurrent model's training sequences (`timestep_size`).
-        """
-        if isinstance(loss_config, dict):
-            loss_config = LossConfig(**loss_config)
-        self.loss_config = loss_config or LossConfig()
-        self.clip_epsilon.assign(self.loss_config.clip_range)
-        if sequence_length is not None:
-            self.sequence_length = int(sequence_length)
-        if optimizer is None:
-            optimizer = keras.optimizers.Adam(learning_rate=3e-4, epsilon=1e-5, global_clipnorm=0.5)
-        super().compile(optimizer=optimizer, **kwargs)
-        self.optimizer.build(self.trainable_variables)
-        self.reset_compiled_functions()
-
-    def get_compile_config(self):
-        config = super().get_compile_config()
-        if config:
-            config["loss_config"] = dict(vars(self.loss_config))
-            config["sequence_length"] = self.sequence_length
-        return config
-
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(optimizer=config["optimizer"], loss_config=config.get("loss_config"),
-                     sequence_length=config.get("sequence_length"))
 
     def get_config(self):
         return {

@@ -3,7 +3,7 @@
 One PPO iteration (Schulman et al., 2017, Algorithm 1):
 
 1. `collect_rollout`: `num_steps` steps of `num_envs` envs with the compiled acting
-   function, into a numpy `RolloutBuffer`; GAE(λ) on top.
+   function, into a numpy `RolloutBuffer`; GAE(λ) on top (`rollout.RolloutCollector`).
 2. `update`: `num_epochs` passes of shuffled minibatches through the backend's
    compiled epoch function (the model's `train_step` on TensorFlow and JAX; on torch
    a traced loss, `backward()` and the optimizer step), stopping early when the
@@ -18,45 +18,38 @@ running observation/reward normalization whose statistics live in this object.
 import dataclasses
 import math
 import os
-from typing import Any, Callable
 import time
-import zipfile
 from collections import deque
+from typing import Any, Callable
 
 import gymnasium as gym
 import keras
 import numpy as np
-from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
 
-from unstable_ppo import __version__
-from unstable_ppo.backend import BACKEND
-from unstable_ppo import evaluation
+from unstable_ppo import evaluation, saving
+from unstable_ppo.acting import predict
 from unstable_ppo.buffer import RolloutBuffer, sequence_minibatches
-from unstable_ppo.checkpoint import (  # noqa: F401  (FORMAT_VERSION: read here by tests and tools)
-    FORMAT_VERSION,
-    META_FILE,
-    MODEL_FILE,
-    _metadata_field,
-    _one_line,
-    read_metadata,
-    write_atomically,
-    write_json_atomically,
-)
 from unstable_ppo.config import Hyperparameters, LossConfig, group_values
-from unstable_ppo.envs import as_vector_env, autoreset_mode
-from unstable_ppo.faults import check_finite, check_finite_logs, check_finite_weights
 from unstable_ppo.distributions import make_distribution
-from unstable_ppo.losses import adapt_kl_penalty
-from unstable_ppo.networks import ActorCritic
-from unstable_ppo.normalize import Normalizer, transform_reward
-from unstable_ppo.spaces import (
-    check_action_space,
-    check_observation_space,
-    space_from_json,
-    space_to_json,
-    spaces_match,
-)
+from unstable_ppo.envs import as_vector_env
+from unstable_ppo.faults import check_finite_logs
+from unstable_ppo.losses import adapt_kl_penalty, anneal_coefficients
+from unstable_ppo.model import ActorCritic
+from unstable_ppo.normalize import Normalizer
+from unstable_ppo.rollout import RolloutCollector
+from unstable_ppo.spaces import check_action_space, check_observation_space, spaces_match
+
+
+def build_model(hp: Hyperparameters, observation_space, action_space, seed: int | None = None) -> ActorCritic:
+    """A fresh actor-critic for `hp`, compiled with its optimizer and loss settings."""
+    model = ActorCritic(observation_space, action_space, **group_values(hp, "network"), seed=seed)
+    model.kl_beta.assign(hp.init_beta)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=hp.lr, epsilon=1e-5, global_clipnorm=hp.max_grad_norm),
+        loss_config=LossConfig(**group_values(hp, "loss")),
+        sequence_length=hp.timestep_size if hp.recurrent else 1,
+    )
+    return model
 
 
 # What the API takes as an env: an id, one gymnasium env, or a vector env.
@@ -93,6 +86,7 @@ class PPO:
         self.run_info = {}  # what the runner stored with a loaded checkpoint
         self.lr_multiplier = 1.0  # the KL loss's servo on the learning rate
         self.normalizer = None
+        self.collector = None  # steps `env`; made with the env
         self.rng = np.random.default_rng(seed)
         if seed is not None:
             keras.utils.set_random_seed(seed)
@@ -111,73 +105,38 @@ class PPO:
             check_action_space(self.action_space)
             self.hp.validate()
             self.hp.check_spaces(self.observation_space, self.action_space)
-            self.model = ActorCritic(
-                self.observation_space, self.action_space, **group_values(self.hp, "network"), seed=seed
-            )
-            self.model.kl_beta.assign(self.hp.init_beta)
-            self._compile()
+            self.model = build_model(self.hp, self.observation_space, self.action_space, seed)
             self._make_normalizer()
-        self._last_obs = None
+            self._make_collector()
         self.gatherer = None  # Ray actors that collect the rollouts instead (`ray_gather.RayGatherer`)
 
     # -- setup -------------------------------------------------------------------
-
-    def _compile(self):
-        hp = self.hp
-        self.model.compile(
-            optimizer=keras.optimizers.Adam(
-                learning_rate=hp.lr, epsilon=1e-5, global_clipnorm=hp.max_grad_norm
-            ),
-            loss_config=LossConfig(**group_values(hp, "loss")),
-            sequence_length=hp.timestep_size if hp.recurrent else 1,
-        )
 
     def _make_normalizer(self):
         hp = self.hp
         self.normalizer = Normalizer(
             self.observation_space.shape, hp.num_envs, hp.gamma, hp.normalize_obs, hp.normalize_reward
         )
+        if self.collector is not None:
+            self.collector.normalizer = self.normalizer
+
+    def _make_collector(self):
+        """A fresh collector for `self.env`: the next `learn` starts from a reset."""
+        self.collector = RolloutCollector(self.env, self.model, self.normalizer, self.hp, self.rng,
+                                          self.action_space, self.seed, self.episode_returns, self.episode_lengths)
 
     @property
     def kl_beta(self):
         """β of the KL loss, as held by the model's variable."""
         return float(keras.ops.convert_to_numpy(self.model.kl_beta))
 
-    def _obs_dtype(self):
-        return np.dtype(self.model.obs_dtype)
-
-    def _action_layout(self):
-        """(shape, dtype) of one action as the buffer stores it."""
-        if isinstance(self.action_space, spaces.Discrete):
-            return (), np.int32
-        dtype = np.float32 if self.model.continuous else np.int32
-        return (self.model.action_size,), dtype
-
-    def _from_model_actions(self, packed_actions):
-        """`(batch, action_size)` floats from the acting function -> buffer layout."""
-        if isinstance(self.action_space, spaces.Discrete):
-            return packed_actions[:, 0].astype(np.int32)
-        if self.model.continuous:
-            return packed_actions
-        return packed_actions.astype(np.int32)
-
-    def _to_env_actions(self, actions):
-        """Model actions -> what the env takes: bounds clipped, `start` offsets added."""
-        space = self.action_space
-        if isinstance(space, spaces.Box):
-            actions = actions.reshape((-1, *space.shape))
-            return np.clip(actions, space.low, space.high).astype(space.dtype, copy=False)
-        if isinstance(space, spaces.Discrete):
-            return actions.astype(np.int64) + int(space.start)
-        if isinstance(space, spaces.MultiDiscrete):
-            return actions.reshape((-1, *space.shape)).astype(space.dtype) + space.start
-        return actions.reshape((-1, *space.shape)).astype(space.dtype)
-
-    def make_buffer(self):
+    def make_buffer(self) -> RolloutBuffer:
         """An empty `RolloutBuffer` for this PPO's rollouts."""
-        hp = self.hp
-        return RolloutBuffer(hp.num_steps, hp.num_envs, self.observation_space.shape, self._obs_dtype(),
-                             *self._action_layout(), state_size=self.model.state_size)
+        return self.collector.make_buffer()
+
+    def collect_rollout(self, buffer: RolloutBuffer) -> int:
+        """Fill `buffer` with one rollout and its advantages (see `RolloutCollector.collect`)."""
+        return self.collector.collect(buffer, self.num_updates + 1)
 
     @property
     def recurrent(self):
@@ -188,141 +147,6 @@ class PPO:
         if not self.recurrent:
             raise ValueError("initial_state: this model is not recurrent")
         return self.model.initial_state(n)
-
-    def _draw_noise(self, shape):
-        if self.model.continuous:
-            return self.rng.standard_normal(shape, dtype=np.float32)
-        return self.rng.uniform(1e-6, 1.0 - 1e-6, shape).astype(np.float32)
-
-    def policy_step(self, act, obs, noise, state=None, starts=None):
-        """One compiled acting call: `(actions, values, log_probs, next_state)`.
-
-        Every acting site (the rollout, the value bootstrap, `predict`, evaluation) goes
-        through here, so the recurrent case is handled once: a recurrent model reads the
-        LSTM `state` and the episode `starts` (its state is zeroed where one begins); a
-        feed-forward one returns `next_state=None`. `obs` is as the network sees it
-        (normalized); the actions are the model's (packed) ones.
-        """
-        if self.recurrent:
-            return act(obs, noise, state, starts)
-        return (*act(obs, noise), None)
-
-    # -- rollouts ----------------------------------------------------------------
-
-    def _reset(self):
-        seed = None
-        if self.seed is not None:
-            seed = [self.seed + i for i in range(self.hp.num_envs)]
-            self.action_space.seed(self.seed)
-        obs, _ = self.env.reset(seed=seed)
-        self._last_obs = np.asarray(obs, self._obs_dtype())  # raw: normalized when used
-        self._last_done = np.zeros(self.hp.num_envs, bool)
-        # Recurrent acting: the state each env acts from next, and whether to zero it first.
-        self._last_state = self.model.initial_state(self.hp.num_envs)
-        self._last_starts = np.ones(self.hp.num_envs, np.float32)
-        self.normalizer.observe_obs(self._last_obs)
-
-    def collect_rollout(self, buffer):
-        """Fill `buffer` with one rollout and its advantages; returns the steps taken.
-
-        The buffer holds observations as the network saw them (normalized, with
-        `normalize_obs`) and rewards as the loss sees them (transformed, scaled).
-        """
-        T, N = self.hp.num_steps, self.hp.num_envs
-        norm = self.normalizer
-        act = self.model.make_act_function()
-        recurrent = self.recurrent
-        state, starts = self._last_state, self._last_starts
-        noise = self._draw_noise((T, N, self.model.noise_size))
-        next_step = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
-        obs_dtype = self._obs_dtype()
-        check_obs = np.dtype(obs_dtype).kind == "f"  # pixels (uint8) cannot be NaN
-        obs, last_done = self._last_obs, self._last_done
-        final_obs, final_rows, final_states = [], [], []
-        buffer.final_value_set[:] = False
-        buffer.next_values[:] = 0.0
-        for t in range(T):
-            buffer.obs[t] = norm.obs(obs)
-            if recurrent:
-                buffer.states[t], buffer.episode_starts[t] = state, starts
-            actions, values, log_probs, state = self.policy_step(act, buffer.obs[t], noise[t], state, starts)
-            actions = self._from_model_actions(actions)
-            buffer.actions[t] = actions
-            buffer.values[t] = values
-            buffer.log_probs[t] = log_probs
-            if next_step:
-                buffer.mask[t] = ~last_done
-            obs, rewards, terminated, truncated, info = self.env.step(self._to_env_actions(actions))
-            obs = np.asarray(obs, obs_dtype)
-            if check_obs:
-                check_finite("observation", obs, f"at step {t} of rollout {self.num_updates + 1}")
-            check_finite("reward", rewards, f"at step {t} of rollout {self.num_updates + 1}")
-            norm.observe_obs(obs)
-            live = ~last_done if next_step else None
-            rewards = transform_reward(rewards, self.hp.reward_transform, self.hp.reward_scale)
-            buffer.rewards[t] = norm.scale_rewards(rewards, terminated | truncated, live)
-            buffer.terminated[t] = terminated
-            if recurrent:
-                # Zero the state before an episode's first observation: the next row after
-                # a done (SAME_STEP), or the row after the reset row (NEXT_STEP).
-                starts = (terminated | truncated | (last_done if next_step else False)).astype(np.float32)
-            last_done = terminated | truncated
-            buffer.dones[t] = last_done
-            if last_done.any():
-                self._record_episodes(info)
-                if not next_step:
-                    buffer.final_value_set[t] = last_done
-                    for i in np.flatnonzero(truncated & ~terminated):
-                        final_obs.append(info["final_obs"][i])
-                        final_rows.append((t, i))
-                        if recurrent:
-                            final_states.append(state[i])  # the episode's state after its last step
-        self._last_obs, self._last_done = obs, last_done
-        if recurrent:
-            self._last_state, self._last_starts = state, starts
-        last_values = self.policy_step(act, norm.obs(obs), noise[0], state, starts)[1]
-        if final_obs:
-            values = self._values(norm.obs(np.asarray(final_obs, obs_dtype)),
-                                  np.asarray(final_states) if recurrent else None)
-            for (t, i), v in zip(final_rows, values):
-                buffer.next_values[t, i] = v
-        if not next_step:
-            buffer.mask[:] = 1.0
-        buffer.finish(last_values, self.hp.gamma, self.hp.gae_lambda)
-        return T * N
-
-    def _values(self, obs, states=None):
-        """V(obs) for a few observations, through the rollout's own compiled acting call.
-
-        Padded to `num_envs` rows so no new shape is compiled; the sampled actions
-        are discarded. A recurrent model continues from `states` (no episode start).
-        """
-        N = self.hp.num_envs
-        act = self.model.make_act_function()
-
-        def padded(x):
-            out = np.zeros((N, *x.shape[1:]), x.dtype)
-            out[: len(x)] = x
-            return out
-
-        out = []
-        noise = np.full((N, self.model.noise_size), 0.5, np.float32)
-        for start in range(0, len(obs), N):
-            chunk = obs[start : start + N]
-            state = None if states is None else padded(states[start : start + N])
-            out.append(self.policy_step(act, padded(chunk), noise, state, np.zeros(N, np.float32))[1][: len(chunk)])
-        return np.concatenate(out)
-
-    def _record_episodes(self, info):
-        """Finished episodes, from a vector-level recorder or (SAME_STEP) each env's Monitor."""
-        for source in (info, info.get("final_info", {})):
-            episode = source.get("episode")
-            if episode is None:
-                continue
-            for i in np.flatnonzero(source["_episode"]):
-                self.episode_returns.append(float(episode["r"][i]))
-                self.episode_lengths.append(int(episode["l"][i]))
-            return
 
     # -- updates -----------------------------------------------------------------
 
@@ -405,8 +229,8 @@ class PPO:
         num_updates = math.ceil(total_timesteps / rollout)
         first_update = 0 if reset_num_timesteps else min(self.num_updates, num_updates)
         buffer = self.make_buffer()
-        if self._last_obs is None:
-            self._reset()
+        if self.collector.last_obs is None:
+            self.collector.reset()
         bar = None
         if progress_bar:
             from tqdm.auto import tqdm
@@ -419,8 +243,7 @@ class PPO:
             if hp.anneal_lr or hp.use_kl_loss:
                 schedule = remaining if hp.anneal_lr else 1.0
                 self.model.optimizer.learning_rate = hp.lr * schedule * self.lr_multiplier
-            if hp.anneal_clip_range:
-                self.model.clip_epsilon.assign(hp.clip_range * remaining)
+            anneal_coefficients(self.model, hp, remaining)
             t0 = time.perf_counter()
             self.num_timesteps += (self.gatherer or self).collect_rollout(buffer)
             t1 = time.perf_counter()
@@ -471,38 +294,8 @@ class PPO:
         `episode_start` (true where an episode begins: the state is zeroed there, default
         all false); it returns `(actions, next_state)`.
         """
-        if self.recurrent and state is None:
-            raise ValueError("this model is recurrent: pass state= (ppo.initial_state(n) to start) and "
-                             "episode_start=; predict then returns (actions, next_state)")
-        if not self.recurrent and (state is not None or episode_start is not None):
-            raise ValueError("this model is not recurrent: it takes no state or episode_start")
-        obs = np.asarray(obs, self._obs_dtype())
-        single = obs.shape == tuple(self.observation_space.shape)
-        if single:
-            obs = obs[None]
-        elif obs.shape[1:] != tuple(self.observation_space.shape):
-            raise ValueError(
-                f"observation shape {obs.shape} does not match the model's observation space "
-                f"{tuple(self.observation_space.shape)} (or a batch of it)"
-            )
-        act = self.model.make_act_function(deterministic=deterministic)
-        noise = self._draw_noise((len(obs), self.model.noise_size))
-        if not self.recurrent:
-            actions = self._to_env_actions(self._from_model_actions(self.policy_step(act, self.normalizer.obs(obs),
-                                                                                     noise)[0]))
-            return actions[0] if single else actions
-        state = np.asarray(state, np.float32)
-        given_shape = state.shape
-        if single and state.ndim == 1:
-            state = state[None]
-        if state.shape != (len(obs), self.model.state_size):
-            raise ValueError(f"state has shape {given_shape}; this model needs ({len(obs)}, "
-                             f"{self.model.state_size}) for {len(obs)} observation(s)")
-        starts = np.zeros(len(obs), np.float32) if episode_start is None else (
-            np.asarray(episode_start, np.float32).reshape(len(obs)))
-        packed_actions, _, _, next_state = self.policy_step(act, self.normalizer.obs(obs), noise, state, starts)
-        actions = self._to_env_actions(self._from_model_actions(packed_actions))
-        return (actions[0] if single else actions), next_state.reshape(given_shape)
+        return predict(self.model, self.normalizer, self.observation_space, self.action_space, self.rng, obs, state,
+                       episode_start, deterministic)
 
     def evaluate(self, env: EnvLike | None = None, n_episodes: int = 10, deterministic: bool = True,
                  seed: int | None = None, max_episode_steps: int | None = None) -> dict:
@@ -530,10 +323,10 @@ class PPO:
         self.env = vec
         self.hp.num_envs = vec.num_envs
         self.env_id = env_id or self.env_id
-        self._last_obs = None
         normalizer = getattr(self, "normalizer", None)
         if normalizer is not None and len(normalizer.returns) != vec.num_envs:
             normalizer.returns = np.zeros(vec.num_envs, np.float64)  # per-env discounted returns start afresh
+        self._make_collector()
 
     def check_env(self, env):
         """Raise a one-line error if `env` does not fit this model's spaces."""
@@ -561,28 +354,7 @@ class PPO:
         can resume; `extra` (JSON) is stored under "run" (the runner keeps its flags there).
         Non-finite weights are refused (`NonFiniteError`) before anything is written.
         """
-        check_finite_weights(self.model)
-        os.makedirs(path, exist_ok=True)
-        write_atomically(os.path.join(path, MODEL_FILE), self.model.save, suffix=".keras")
-        meta = {
-            "format": "unstable_ppo",
-            "format_version": FORMAT_VERSION,
-            "unstable_ppo_version": __version__,
-            "keras_backend": BACKEND,
-            "env_id": self.env_id,
-            "seed": self.seed,
-            "observation_space": space_to_json(self.observation_space),
-            "action_space": space_to_json(self.action_space),
-            "hyperparameters": self.hp.to_json(),
-            "num_timesteps": self.num_timesteps,
-            "num_updates": self.num_updates,
-            "rng_state": _jsonable(self.rng.bit_generator.state),
-            "normalizer": self.normalizer.to_json() if self.normalizer.active else None,
-            "kl_adaptation": {"kl_beta": self.kl_beta, "lr_multiplier": self.lr_multiplier},
-            "run": extra or {},
-        }
-        write_json_atomically(os.path.join(path, META_FILE), meta)
-        return path
+        return saving.save(self, path, extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: EnvLike | None = None, seed: int | None = None, verbose: int = 0,
@@ -595,117 +367,4 @@ class PPO:
         A missing, damaged, foreign or too new file is a one-line `ValueError` or
         `FileNotFoundError` that names the file.
         """
-        from unstable_ppo.checkpoint import resolve_checkpoint
-
-        path = resolve_checkpoint(path, best=best)
-        meta_path = os.path.join(path, META_FILE)
-        model_path = os.path.join(path, MODEL_FILE)
-        for p in (meta_path, model_path):
-            if not os.path.isfile(p):
-                raise FileNotFoundError(f"not an unstable_ppo model directory: {p} is missing")
-        meta = read_metadata(meta_path)
-        for key in ("hyperparameters", "observation_space", "action_space"):
-            if key not in meta:
-                raise ValueError(f"corrupt model metadata {meta_path}: {key!r} is missing")
-        model = _load_actor_critic(model_path)
-
-        def field(name):
-            return _metadata_field(meta_path, name)
-
-        with field("seed"):
-            saved_seed = meta.get("seed")
-            if saved_seed is not None and (isinstance(saved_seed, bool) or not isinstance(saved_seed, int)):
-                raise ValueError(f"{saved_seed!r} is not an integer")
-        with field("hyperparameters"):
-            hp = meta["hyperparameters"]
-            if not isinstance(hp, dict):
-                raise ValueError(f"expected an object, got {type(hp).__name__}")
-            # How the saved run split its work is no part of the model: this machine may have fewer devices.
-            hp = {k: v for k, v in hp.items() if k not in ("gather_per_worker", "worker_num")}
-            self = cls(None, seed=seed if seed is not None else saved_seed, verbose=verbose, **hp)
-        self.model = model
-        for name, attribute in (("observation_space", "observation_space"), ("action_space", "action_space")):
-            with field(name):
-                if not isinstance(meta[name], dict):
-                    raise ValueError(f"expected an object, got {type(meta[name]).__name__}")
-                space = space_from_json(meta[name])
-                (check_observation_space if name == "observation_space" else check_action_space)(space)
-                if not spaces_match(space, getattr(model, attribute)):
-                    raise ValueError(f"{space} does not match the {getattr(model, attribute)} of {model_path}")
-                setattr(self, attribute, space)
-        with field("hyperparameters"):
-            self.hp.check_spaces(self.observation_space, self.action_space)
-            for name in ("recurrent", "hidden_layer_size", "shared_lstm", "lstm_head_sizes"):
-                if self.hp.recurrent and getattr(self.hp, name) != getattr(model, name):
-                    raise ValueError(f"{name}={getattr(self.hp, name)!r} does not match the model's "
-                                     f"{getattr(model, name)!r} in {model_path}")
-            if self.hp.recurrent != model.recurrent:
-                raise ValueError(f"recurrent={self.hp.recurrent!r} does not match the model's "
-                                 f"{model.recurrent!r} in {model_path}")
-        with field("env_id"):
-            self.env_id = meta.get("env_id")
-            if self.env_id is not None and not isinstance(self.env_id, str):
-                raise ValueError(f"{self.env_id!r} is not a string")
-        for name in ("num_timesteps", "num_updates"):
-            with field(name):
-                value = meta.get(name, 0)
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"{value!r} is not a count")
-                setattr(self, name, value)
-        with field("run"):
-            self.run_info = meta.get("run") or {}
-            if not isinstance(self.run_info, dict):
-                raise ValueError(f"expected an object, got {type(self.run_info).__name__}")
-        with field("kl_adaptation"):
-            kl_adaptation = meta.get("kl_adaptation") or {}
-            self.lr_multiplier = float(kl_adaptation.get("lr_multiplier", 1.0))
-            if not (math.isfinite(self.lr_multiplier) and self.lr_multiplier > 0):
-                raise ValueError(f"lr_multiplier {self.lr_multiplier!r} is not a positive number")
-        rng_state = meta.get("rng_state")
-        if seed is None and rng_state is not None:
-            with field("rng_state"):
-                if not isinstance(rng_state, dict):
-                    raise ValueError(f"expected an object, got {type(rng_state).__name__}")
-                # A state of another bit generator (another numpy's default) is ignored: the fresh one is kept.
-                if rng_state.get("bit_generator") == type(self.rng.bit_generator).__name__:
-                    self.rng.bit_generator.state = rng_state
-        if env is not None:
-            try:
-                self.set_env(env)
-            except ValueError as e:
-                raise ValueError(f"cannot use the model in {path} on this env: {e}") from None
-        self._make_normalizer()
-        with field("normalizer"):
-            data = meta.get("normalizer")
-            if data is not None and not isinstance(data, dict):
-                raise ValueError(f"expected an object, got {type(data).__name__}")
-            if self.normalizer.active:
-                if not data:
-                    raise ValueError("missing, but normalize_obs or normalize_reward is on")
-                self.normalizer.load_json(data, self.observation_space.shape)
-        return self
-
-
-def _load_actor_critic(model_path):
-    """The ActorCritic in a `.keras` file, deserialized in Keras's safe mode (no Python code, no pickle)."""
-    if not zipfile.is_zipfile(model_path):
-        raise ValueError(f"corrupt or foreign model file {model_path}: not a .keras (zip) archive, "
-                         f"or a truncated one")
-    try:
-        model = keras.models.load_model(
-            model_path, custom_objects={"ActorCritic": ActorCritic}, safe_mode=True
-        )
-    except Exception as e:  # Keras raises many types for a bad archive
-        raise ValueError(f"corrupt or foreign model file {model_path}: {_one_line(e)}") from None
-    if not isinstance(model, ActorCritic):
-        raise ValueError(f"{model_path} holds a {type(model).__name__}, not an unstable_ppo ActorCritic")
-    return model
-
-
-def _jsonable(state):
-    """numpy's bit-generator state, as plain JSON types."""
-    if isinstance(state, dict):
-        return {k: _jsonable(v) for k, v in state.items()}
-    if isinstance(state, np.integer):
-        return int(state)
-    return state
+        return saving.load(cls, path, env, seed, verbose, best)

@@ -4,9 +4,9 @@ Each of the M actors owns `num_envs/M` of the run's envs (env `i` is the same en
 with the same seed, as in an in-process run) and its own `PPO` with the run's
 hyperparameters, which it uses only to act. Per rollout the driver puts its current
 weights (numpy) into the object store once; every actor loads them, runs the
-existing `PPO.collect_rollout` on its envs (GAE included: it is per env column) and
+same `RolloutCollector` as an in-process run on its envs (GAE included: it is per env column) and
 returns every numpy array of its `RolloutBuffer`. The driver writes them into its
-own buffer along the env axis and runs the usual update.
+own buffer along the env axis (`RolloutBuffer.store_columns`) and runs the usual update.
 
 The sampling noise is the driver's: each actor gets the driver's RNG state, draws
 the whole rollout's noise as the in-process run would and keeps its own columns.
@@ -110,31 +110,34 @@ def _backend():
 
 
 class GatheringWorker:
-    """A Ray actor: the envs `first_index .. first_index + num_envs - 1` and a PPO that acts on them."""
+    """A Ray actor: the envs `first_index .. first_index + num_envs - 1`, stepped by a `RolloutCollector`.
+
+    It only acts: its model gets the driver's weights before every rollout, and its
+    collector the driver's RNG state (keeping its own columns of the run's noise).
+    """
 
     def __init__(self, env_id, first_index, num_envs, total_envs, seed, hyperparameters, make_kwargs):
         import ray
 
+        # Imported here: this module is imported before Keras starts (the runner's flag checks).
+        from unstable_ppo.config import Hyperparameters
         from unstable_ppo.envs import make_vec_env
-        from unstable_ppo.ppo import PPO
-
-        class ColumnPPO(PPO):
-            """Draws the driver's noise for all `total_envs` columns and keeps its own."""
-
-            def _draw_noise(self, shape):
-                if len(shape) < 2 or shape[-2] != num_envs:
-                    return super()._draw_noise(shape)
-                full = super()._draw_noise((*shape[:-2], total_envs, shape[-1]))
-                return np.ascontiguousarray(full[..., first_index : first_index + num_envs, :])
+        from unstable_ppo.normalize import Normalizer
+        from unstable_ppo.ppo import build_model
+        from unstable_ppo.rollout import RolloutCollector
 
         restarted = ray.get_runtime_context().was_current_actor_reconstructed
         make_kwargs = dict(make_kwargs)
         make_kwargs["monitor_append"] = make_kwargs.get("monitor_append", False) or restarted
-        hp = dict(hyperparameters, num_envs=num_envs, gather_per_worker=1, worker_num=1)
-        hp["batch_size"] = min(hp["batch_size"], num_envs * hp["num_steps"])  # it never updates
-        env = make_vec_env(env_id, num_envs, hp["vectorization_mode"], first_index=first_index, **make_kwargs)
-        self.ppo = ColumnPPO(env, seed=None if seed is None else seed + first_index, **hp)
-        self.buffer = None
+        hp = Hyperparameters(**dict(hyperparameters, num_envs=num_envs, gather_per_worker=1, worker_num=1))
+        env = make_vec_env(env_id, num_envs, hp.vectorization_mode, first_index=first_index, **make_kwargs)
+        obs_space, action_space = env.single_observation_space, env.single_action_space
+        model = build_model(hp, obs_space, action_space)
+        normalizer = Normalizer(obs_space.shape, num_envs, hp.gamma, hp.normalize_obs, hp.normalize_reward)
+        self.collector = RolloutCollector(env, model, normalizer, hp, np.random.default_rng(), action_space,
+                                          seed=None if seed is None else seed + first_index,
+                                          noise_columns=(first_index, total_envs))
+        self.buffer = self.collector.make_buffer()
         self.restarted = restarted
 
     def info(self):
@@ -143,23 +146,19 @@ class GatheringWorker:
     def collect(self, weights, rng_state, num_updates):
         """One rollout with the driver's `weights` and RNG state: `({name: array}, [(return, length)], seconds)`."""
         start = time.perf_counter()
-        ppo = self.ppo
-        ppo.model.set_weights(weights)
-        ppo.rng.bit_generator.state = rng_state
-        ppo.num_updates = num_updates
-        if self.buffer is None:
-            self.buffer = ppo.make_buffer()
-        if ppo._last_obs is None:
-            ppo._reset()
-        ppo.episode_returns.clear()  # from here on: this rollout's episodes, for the driver's statistics
-        ppo.episode_lengths.clear()
-        ppo.collect_rollout(self.buffer)
-        arrays = {name: value for name, value in vars(self.buffer).items() if isinstance(value, np.ndarray)}
-        episodes = list(zip(ppo.episode_returns, ppo.episode_lengths))
-        return arrays, episodes, time.perf_counter() - start
+        collector = self.collector
+        collector.model.set_weights(weights)
+        collector.rng.bit_generator.state = rng_state
+        if collector.last_obs is None:
+            collector.reset()
+        collector.episode_returns.clear()  # from here on: this rollout's episodes, for the driver's statistics
+        collector.episode_lengths.clear()
+        collector.collect(self.buffer, num_updates + 1)
+        episodes = list(zip(collector.episode_returns, collector.episode_lengths))
+        return self.buffer.arrays(), episodes, time.perf_counter() - start
 
     def close(self):
-        self.ppo.env.close()
+        self.collector.env.close()
 
 
 class RayGatherer:
@@ -214,7 +213,7 @@ class RayGatherer:
             rng_state = ppo.rng.bit_generator.state
             refs = {k: a.collect.remote(weights, rng_state, ppo.num_updates)
                     for k, a in enumerate(self.actors) if k not in self.restarting}
-            ppo._draw_noise((T, N, ppo.model.noise_size))  # the driver's RNG moves on as in-process
+            ppo.collector.draw_noise((T, N, ppo.model.noise_size))  # the driver's RNG moves on as in-process
             collected, slowest = [], 0.0
             for k, ref in refs.items():
                 block = self.blocks[k]
@@ -227,7 +226,7 @@ class RayGatherer:
                                    block[-1], ppo.num_updates + 1, type(e).__name__)
                     self.restarting[k] = self.actors[k].info.remote()
                     continue
-                self._store(buffer, arrays, slice(block[0], block[-1] + 1))
+                buffer.store_columns(arrays, slice(block[0], block[-1] + 1))
                 for r, length in episodes:
                     ppo.episode_returns.append(float(r))
                     ppo.episode_lengths.append(int(length))
@@ -260,16 +259,6 @@ class RayGatherer:
             del self.restarting[k]
             logger.warning("gathering actor %d (envs %d-%d) is back (pid %d): it rejoins rollout %d", k,
                            self.blocks[k][0], self.blocks[k][-1], self.infos[k]["pid"], self.ppo.num_updates + 1)
-
-    @staticmethod
-    def _store(buffer, arrays, columns):
-        for name, value in arrays.items():
-            target = getattr(buffer, name, None)
-            full = (value.shape[0], len(buffer.mask[0]), *value.shape[2:])
-            if not isinstance(target, np.ndarray) or target.shape != full or target.dtype != value.dtype:
-                target = np.zeros(full, value.dtype)
-                setattr(buffer, name, target)
-            target[:, columns] = value
 
     def close(self):
         for a in self.actors:

@@ -10,15 +10,14 @@ class TrainerBase:
     """The parts of a trainer that do not depend on the backend."""
 
     def ppo_loss(self, batch, outputs):
-        """The loss on the model's outputs; β and ε are read from their variables, so they are never baked in.
+        """The loss on the model's outputs; the live coefficients (β, ε, ...) are read from their variables.
 
-        Inside a compiled function the read must go through the backend's state: JAX maps
-        it in a `StatelessScope`, torch passes it as a trace input, TensorFlow reads the
-        variable.
+        So they are never baked into a compiled function. There the read must go through the
+        backend's state: JAX maps them in a `StatelessScope`, torch passes them as trace
+        inputs, TensorFlow reads the variables.
         """
         params, values = outputs[:2]  # a recurrent model's final state is not part of the loss
-        return ppo_loss(self.action_space, params, values, batch, self.loss_config, kl_beta=self.kl_beta,
-                        clip_epsilon=self.clip_epsilon)
+        return ppo_loss(self.action_space, params, values, batch, self.loss_config, **self.live_coefficients)
 
     def batch_outputs(self, batch, training=False):
         """The model's outputs on a training batch: rows, or sequences of `sequence_length` rows."""

@@ -87,7 +87,7 @@ class JAXTrainer(TrainerBase):
     def _loss_and_updates(self, trainable, non_trainable, batch):
         outputs, updated = self.stateless_call(trainable, non_trainable, self.model_inputs(batch), training=True,
                                                sequence_length=self.sequence_length)
-        # β and ε are non-trainable variables: under jit they must come from the state, not the trace.
+        # The live loss coefficients are non-trainable variables: under jit they come from the state, not the trace.
         with keras.StatelessScope(state_mapping=list(zip(self.non_trainable_variables, non_trainable))):
             loss, logs = self.ppo_loss(batch, outputs)
         return loss, (logs, updated)

@@ -41,8 +41,8 @@ class TorchTrainer(TrainerBase):
         """
         if self._update_function is None:
             variables = list(self.trainable_variables)
-            # β and ε (non-trainable variables) are trace inputs too, or the trace would keep their first values.
-            constants = [self.kl_beta, self.clip_epsilon]
+            # The live loss coefficients are trace inputs too, or the trace would keep their first values.
+            constants = list(self.live_coefficients.values())
             traces = {}
             keys, log_keys = self.batch_keys(), self.log_keys()
 

@@ -16,15 +16,15 @@ import re
 import resource
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAULTY_ENV = "tests.fault_envs:FaultyCartPole-v0"
+from tests.helpers.runner import ROOT, run_runner
+
+FAULTY_ENV = "tests.helpers.fault_envs:FaultyCartPole-v0"
 NUM_ENVS, NUM_STEPS, UPDATES, LR = 2, 64, 10, 1e-3
 ROLLOUT = NUM_ENVS * NUM_STEPS
-SMALL = (
+TRIAL_FLAGS = (
     f"--num_envs={NUM_ENVS}", f"--num_steps={NUM_STEPS}", "--num_epochs=2", "--batch_size=64",
     f"--lr={LR}", "--eval_interval=0", "--eval_episodes=2", "--save_interval=1", "--verbose=2",
     "--normalize_obs", "--normalize_reward", "--noenv_defaults", f"--total_timesteps={UPDATES * ROLLOUT}",
@@ -43,13 +43,13 @@ class Trial:
 def start(logdir, *flags, env=None, backend=None):
     """The runner as a subprocess, stdout/stderr to files in `logdir`'s parent."""
     os.makedirs(os.path.dirname(logdir), exist_ok=True)
-    environ = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, **(env or {}))
+    environ = dict(env or {})
     if backend:
         environ["KERAS_BACKEND"] = backend
     out = open(logdir + ".out", "a")
     err = open(logdir + ".err", "a")
-    proc = subprocess.Popen([sys.executable, "-m", "unstable_ppo.run", f"--logdir={logdir}", *SMALL, *flags],
-                            env=environ, stdout=out, stderr=err, cwd=ROOT, start_new_session=True)
+    proc = run_runner(f"--logdir={logdir}", *TRIAL_FLAGS, *flags, env=environ, cwd=ROOT, wait=False,
+                      stdout=out, stderr=err, start_new_session=True)
     proc.files = (out, err)
     return proc
 
@@ -318,11 +318,8 @@ def unwritable_logdir(workdir, backend=None):
     with open(blocker, "w") as f:
         f.write("not a directory")
     logdir = os.path.join(blocker, "run")
-    environ = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    if backend:
-        environ["KERAS_BACKEND"] = backend
-    proc = subprocess.run([sys.executable, "-m", "unstable_ppo.run", f"--logdir={logdir}", *SMALL],
-                          env=environ, capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    proc = run_runner(f"--logdir={logdir}", *TRIAL_FLAGS, env={"KERAS_BACKEND": backend} if backend else None,
+                      timeout=TIMEOUT, cwd=ROOT)
     ok = proc.returncode == 2 and one_line_error(proc.stderr) and "update 1" not in proc.stdout
     return Trial("unwritable logdir", not ok, proc.stderr.strip().splitlines()[-1] if proc.stderr else "",
                  time.monotonic() - t0)

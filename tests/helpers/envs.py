@@ -1,7 +1,8 @@
-"""Tiny gymnasium envs for tests: every space kind, cheap to step."""
+"""Tiny gymnasium envs for tests: every space kind, a memory task, scripted rewards; cheap to step."""
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 
 class SpaceEnv(gym.Env):
@@ -54,3 +55,30 @@ class CueEnv(gym.Env):
         last = self.t >= self.length
         reward = float(last and int(action) == int(self.cue > 0))
         return self._obs(), reward, last, False, {}
+
+
+class ScriptedRewardEnv(gym.Env):
+    """Rewards follow a fixed script; observations are recorded so tests can see what the agent saw."""
+
+    SCRIPT = (-300.0, -3.0, 0.0, 2.0, 150.0)
+
+    def __init__(self, episode_length=1000):
+        self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.episode_length = episode_length
+        self.seen = []
+
+    def _obs(self):
+        obs = np.array([5.0 + 3.0 * self.np_random.normal(), -40.0 + 0.5 * self.t], np.float32)
+        self.seen.append(obs)
+        return obs
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = self.SCRIPT[self.t % len(self.SCRIPT)]
+        self.t += 1
+        return self._obs(), reward, False, self.t >= self.episode_length, {}

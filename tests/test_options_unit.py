@@ -1,27 +1,25 @@
-"""The first seed's algorithm options: the adaptive KL loss, the eta hinges, reward transforms,
-observation and reward normalization."""
+"""The algorithm options taken from the TF1 reference code, piece by piece.
+
+The adaptive KL loss and its beta / learning-rate servo, the eta hinges (on the KL and on
+the action bounds), reward transforms, observation and reward normalization, clip-range
+annealing: formulas against numpy, single rollouts and updates, and the argument checks.
+The same options in training and runner runs: tests/test_options_e2e.py.
+"""
 
 import json
-import os
-import subprocess
-import sys
 
-import gymnasium as gym
-import keras
 import numpy as np
 import pytest
 from gymnasium import spaces
 from keras import ops
 from scipy import special
 
-from tests.envs import SpaceEnv
-from tests.test_losses import BOX, DISCRETE, SPACES, make_case, ref_log_prob_entropy, ref_ppo
+from tests.helpers.envs import ScriptedRewardEnv, SpaceEnv
+from tests.helpers.loss_reference import BOX, DISCRETE, SPACES, make_case, ref_log_prob_entropy, ref_ppo
+from tests.helpers.settings import SMALL_2X64
 from unstable_ppo import PPO
 from unstable_ppo.losses import LossConfig, adapt_kl_penalty, log_keys, ppo_loss
 from unstable_ppo.normalize import Normalizer, RunningMeanStd, transform_reward
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = dict(num_envs=2, num_steps=64, num_epochs=2, batch_size=32)
 
 
 # --------------------------------------------------------------------------- the beta / lr servo
@@ -157,10 +155,8 @@ def test_std_log_is_the_mean_gaussian_std():
 
 
 def rollout_batch(ppo):
-    from tests.test_ppo import make_buffer
-
-    buffer = make_buffer(ppo)
-    ppo._reset()
+    buffer = ppo.make_buffer()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     batch = buffer.training_batch()
     batch["old_params"] = ppo._policy_params(batch)
@@ -169,7 +165,7 @@ def rollout_batch(ppo):
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_kl_loss_first_minibatch_has_zero_kl_and_ratio_one(env_id):
-    ppo = PPO(env_id, seed=3, use_kl_loss=True, init_beta=2.0, **SMALL)
+    ppo = PPO(env_id, seed=3, use_kl_loss=True, init_beta=2.0, **SMALL_2X64)
     batch = rollout_batch(ppo)
     idx = np.arange(ppo.hp.batch_size)[None]
     logs = ppo.model.make_update_function()(batch, idx)
@@ -183,7 +179,7 @@ def test_kl_loss_first_minibatch_has_zero_kl_and_ratio_one(env_id):
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_compiled_epoch_reads_the_current_beta(env_id):
     """beta is a variable: changing it changes the compiled loss without rebuilding the function."""
-    ppo = PPO(env_id, seed=4, use_kl_loss=True, **SMALL)
+    ppo = PPO(env_id, seed=4, use_kl_loss=True, **SMALL_2X64)
     batch = rollout_batch(ppo)
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.3, batch["old_params"].shape).astype(np.float32)
@@ -202,34 +198,6 @@ def test_compiled_epoch_reads_the_current_beta(env_id):
     np.testing.assert_allclose(logs[8.0]["loss"] - logs[0.5]["loss"], 7.5 * kl, rtol=1e-3)
 
 
-def test_early_stop_at_four_times_kl_target_and_beta_follows():
-    common = dict(seed=1, num_envs=2, num_steps=64, num_epochs=6, batch_size=32, lr=3e-3, use_kl_loss=True)
-    tight = PPO("Pendulum-v1", kl_target=1e-6, **common)
-    tight.learn(128)
-    assert tight.logs["epochs"] == 1 and tight.logs["kl"] > 4e-6
-    assert tight.logs["kl_beta"] == pytest.approx(1.5) and tight.kl_beta == pytest.approx(1.5)
-    loose = PPO("Pendulum-v1", kl_target=10.0, **common)
-    loose.learn(128)
-    assert loose.logs["epochs"] == 6 and loose.logs["kl"] < 40.0
-    assert loose.logs["kl_beta"] == pytest.approx(1 / 1.5, rel=1e-6)
-    assert loose.logs["lr_multiplier"] == 1.0
-
-
-def test_lr_multiplier_scales_the_learning_rate_and_is_saved(tmp_path):
-    seen = []
-    ppo = PPO("Pendulum-v1", seed=2, use_kl_loss=True, kl_target=1e-6, init_beta=30.0, anneal_lr=False,
-              lr=1e-3, **SMALL)
-    ppo.learn(3 * 128, callback=lambda p, logs: seen.append((logs["learning_rate"], logs["lr_multiplier"])))
-    # beta: 30 -> 35 (> 30, the lr backs off) -> 35 -> 35; the rate of update k is lr * multiplier after k-1
-    np.testing.assert_allclose([m for _, m in seen], [1 / 1.5, 1 / 1.5**2, 1 / 1.5**3], rtol=1e-6)
-    np.testing.assert_allclose([lr for lr, _ in seen], [1e-3, 1e-3 / 1.5, 1e-3 / 1.5**2], rtol=1e-5)
-    ppo.save(tmp_path / "m")
-    meta = json.loads((tmp_path / "m" / "ppo.json").read_text())
-    assert meta["kl_adaptation"]["lr_multiplier"] == pytest.approx(1 / 1.5**3)
-    loaded = PPO.load(tmp_path / "m")
-    assert loaded.lr_multiplier == pytest.approx(1 / 1.5**3) and loaded.kl_beta == pytest.approx(35.0)
-
-
 def test_buffer_keeps_the_unclipped_action_and_its_log_prob():
     """Only the env gets the clipped action; the ratio needs the log-probability of the sampled one."""
     env = ScriptedRewardEnv()
@@ -237,10 +205,8 @@ def test_buffer_keeps_the_unclipped_action_and_its_log_prob():
     step = env.step
     env.step = lambda action: (seen.append(np.array(action)), step(action))[1]
     ppo = PPO(env, seed=0, num_steps=64, num_epochs=1, batch_size=64, log_std_init=1.0)
-    from tests.test_ppo import make_buffer
-
-    buffer = make_buffer(ppo)
-    ppo._reset()
+    buffer = ppo.make_buffer()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     actions = buffer.actions[:, 0]
     assert np.mean(np.abs(actions) > 1.0) > 0.3  # std e = 2.7 against bounds of ±1
@@ -253,7 +219,7 @@ def test_buffer_keeps_the_unclipped_action_and_its_log_prob():
 # --------------------------------------------------------------------------- rewards and normalization
 
 
-def test_reward_transforms_are_the_seeds():
+def test_reward_transforms_match_the_tf1_reference_code():
     r = np.array([-1000.0, -0.05, 0.0, 0.05, 250.0], np.float32)
     np.testing.assert_array_equal(transform_reward(r, "identity"), r)
     np.testing.assert_allclose(transform_reward(r, "scale"), r * 0.01, rtol=1e-6)
@@ -264,33 +230,6 @@ def test_reward_transforms_are_the_seeds():
         transform_reward(r, "log")
 
 
-class ScriptedRewardEnv(gym.Env):
-    """Rewards follow a fixed script; observations are recorded so tests can see what the agent saw."""
-
-    SCRIPT = (-300.0, -3.0, 0.0, 2.0, 150.0)
-
-    def __init__(self, episode_length=1000):
-        self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.episode_length = episode_length
-        self.seen = []
-
-    def _obs(self):
-        obs = np.array([5.0 + 3.0 * self.np_random.normal(), -40.0 + 0.5 * self.t], np.float32)
-        self.seen.append(obs)
-        return obs
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self._obs(), {}
-
-    def step(self, action):
-        reward = self.SCRIPT[self.t % len(self.SCRIPT)]
-        self.t += 1
-        return self._obs(), reward, False, self.t >= self.episode_length, {}
-
-
 @pytest.mark.parametrize(
     "transform, scale", [("identity", 0.01), ("scale", 0.01), ("scale", 0.2), ("positive", 0.01)]
 )
@@ -298,10 +237,8 @@ def test_rollout_stores_transformed_rewards(transform, scale):
     env = ScriptedRewardEnv()
     ppo = PPO(env, seed=0, num_steps=10, num_epochs=1, batch_size=10, reward_transform=transform,
               reward_scale=scale)
-    from tests.test_ppo import make_buffer
-
-    buffer = make_buffer(ppo)
-    ppo._reset()
+    buffer = ppo.make_buffer()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     raw = np.array([ScriptedRewardEnv.SCRIPT[t % 5] for t in range(10)], np.float32)
     expected = {"identity": raw, "scale": raw * scale, "positive": np.maximum(-0.001, raw / 100)}[transform]
@@ -346,10 +283,8 @@ def test_reward_scaling_divides_by_the_std_of_the_discounted_return():
 def test_normalized_obs_are_what_the_network_saw():
     env = ScriptedRewardEnv()
     ppo = PPO(env, seed=0, num_steps=32, num_epochs=1, batch_size=32, normalize_obs=True)
-    from tests.test_ppo import make_buffer
-
-    buffer = make_buffer(ppo)
-    ppo._reset()
+    buffer = ppo.make_buffer()
+    ppo.collector.reset()
     ppo.collect_rollout(buffer)
     raw = np.stack(env.seen)  # the reset observation and 32 steps
     np.testing.assert_allclose(ppo.normalizer.obs_rms.mean, raw.mean(0), rtol=1e-4, atol=1e-4)
@@ -360,48 +295,14 @@ def test_normalized_obs_are_what_the_network_saw():
     _, values = ppo.model(buffer.obs[:, 0])
     np.testing.assert_allclose(ops.convert_to_numpy(values), buffer.values[:, 0], rtol=1e-4, atol=1e-5)
     # the last observation's bootstrap value uses the normalized observation too
-    last = ppo.normalizer.obs(ppo._last_obs)
+    last = ppo.normalizer.obs(ppo.collector.last_obs)
     _, v_last = ppo.model(last)
     np.testing.assert_allclose(buffer.next_values[-1, 0], ops.convert_to_numpy(v_last)[0],
                                rtol=1e-4, atol=1e-5)
 
 
-def stats(ppo):
-    return json.dumps(ppo.normalizer.to_json())
-
-
-def test_normalizer_survives_save_load_and_evaluation_does_not_move_it(tmp_path):
-    ppo = PPO("Pendulum-v1", seed=0, normalize_obs=True, normalize_reward=True, reward_transform="scale",
-              **SMALL)
-    ppo.learn(4 * 128)  # one whole episode per env: Pendulum's are 200 steps
-    before = stats(ppo)
-    assert ppo.normalizer.obs_rms.count > 512 and ppo.normalizer.ret_rms.count > 512
-    result = ppo.evaluate(n_episodes=2)
-    obs = np.stack([ppo.observation_space.sample() for _ in range(5)])
-    actions = ppo.predict(obs)
-    assert stats(ppo) == before
-    # Returns are in the env's scale, not the transformed/normalized one.
-    assert result["mean_return"] < -50 and ppo.logs["ep_rew_mean"] < -50
-
-    ppo.save(tmp_path / "m")
-    meta = json.loads((tmp_path / "m" / "ppo.json").read_text())
-    saved_mean = meta["normalizer"]["obs_rms"]["mean"]
-    assert isinstance(saved_mean, list) and len(saved_mean) == 3
-    loaded = PPO.load(tmp_path / "m")
-    assert stats(loaded) == before
-    np.testing.assert_array_equal(loaded.predict(obs), actions)
-    loaded.evaluate("Pendulum-v1", n_episodes=1)
-    assert stats(loaded) == before
-    # Training on goes on from the saved statistics.
-    loaded = PPO.load(tmp_path / "m", env="Pendulum-v1")
-    count = loaded.normalizer.obs_rms.count
-    loaded.learn(128)
-    # a reset, then 64 steps x 2 envs
-    assert loaded.normalizer.obs_rms.count == pytest.approx(count + 128 + 2)
-
-
 def test_predict_uses_the_normalized_observations():
-    ppo = PPO("Pendulum-v1", seed=0, normalize_obs=True, **SMALL)
+    ppo = PPO("Pendulum-v1", seed=0, normalize_obs=True, **SMALL_2X64)
     ppo.normalizer.obs_rms.mean = np.array([0.5, -0.5, 3.0])
     ppo.normalizer.obs_rms.var = np.array([4.0, 0.25, 9.0])
     obs = np.array([[1.0, 0.0, 6.0], [0.0, -1.0, -3.0]], np.float32)
@@ -409,6 +310,39 @@ def test_predict_uses_the_normalized_observations():
                           .astype(np.float32))
     expected = np.clip(ops.convert_to_numpy(params)[:, :1], -2.0, 2.0)
     np.testing.assert_allclose(ppo.predict(obs), expected, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- clip-range annealing
+
+
+def test_compiled_update_reads_the_current_clip_range():
+    """ε is a variable: changing it between calls of the same compiled epoch changes what is clipped.
+
+    Half the rows get an old log-prob 0.1 above the current one, a ratio of e^-0.1 ≈ 0.905, so
+    they are clipped with ε = 0.05 and not with ε = 0.2.
+    """
+    from unstable_ppo.distributions import make_distribution
+
+    ppo = PPO("CartPole-v1", seed=0, num_envs=2, num_steps=32, num_epochs=1, batch_size=64, lr=1e-4)
+    buffer = ppo.make_buffer()
+    ppo.collector.reset()
+    ppo.collect_rollout(buffer)
+    numpy_batch = buffer.training_batch()
+    update = ppo.model.make_update_function()
+    indices = np.arange(64).reshape(1, 64)
+    shift = np.where(np.arange(64) % 2 == 0, 0.1, 0.0).astype(np.float32)
+
+    def clip_fraction(eps):
+        ppo.model.clip_epsilon.assign(eps)
+        params = ppo.model.batch_outputs({k: ops.convert_to_tensor(v) for k, v in numpy_batch.items()})[0]
+        log_prob = ops.convert_to_numpy(make_distribution(ppo.action_space, params).log_prob(
+            ops.convert_to_tensor(numpy_batch["actions"])))
+        batch = dict(numpy_batch, old_log_prob=(log_prob + shift).astype(np.float32))
+        return update(ppo.model.prepare_batch(batch), indices)["clip_fraction"]
+
+    assert clip_fraction(0.2) == pytest.approx(0.0, abs=1e-6)
+    assert clip_fraction(0.05) == pytest.approx(0.5, abs=1e-6)
+    assert clip_fraction(0.2) == pytest.approx(0.0, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -437,143 +371,6 @@ def test_normalize_obs_needs_vector_observations():
     env = SpaceEnv(spaces.Discrete(5), spaces.Discrete(2))
     with pytest.raises(ValueError, match="normalize_obs applies to Box vector observations"):
         PPO(env, normalize_obs=True, num_steps=8, batch_size=8)
-
-
-# --------------------------------------------------------------------------- the runner
-
-
-def runner(*flags, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "unstable_ppo.run", *flags], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-
-
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--env_id=Pendulum-v1", "--use_kl_loss", "--clip_range=0.1"], "drop --clip_range"),
-        (["--env_id=CartPole-v1", "--use_kl_loss", "--anneal_clip_range"], "drop --anneal_clip_range"),
-        (["--env_id=Pendulum-v1", "--eta=-1"], "eta must be >= 0"),
-        (["--env_id=Pendulum-v1", "--reward_transform=log"], "unknown reward_transform 'log'"),
-        (["--env_id=Pendulum-v1", "--use_kl_loss", "--kl_target=0"], "kl_target must be > 0"),
-        (["--env_id=CartPole-v1", "--eta=0.5"], "eta applies to Box"),
-        (["--env_id=CartPole-v1", "--nn_std"], "nn_std applies to Box"),
-    ],
-)
-def test_runner_bad_option_flags(tmp_path, flags, message):
-    proc = runner(*flags, f"--backend={keras.backend.backend()}", cwd=tmp_path)
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr and not (tmp_path / "log").exists()
-
-
-def test_runner_short_run_with_the_seed_options(tmp_path):
-    from tests.test_run import _tensorboard_steps
-
-    logdir = tmp_path / "run"
-    flags = ("--env_id=Pendulum-v1", "--num_envs=2", "--num_steps=64", "--num_epochs=2", "--batch_size=64",
-             "--num_episodes=2", "--eval_episodes=1", "--eval_interval=0", "--verbose=0", "--use_kl_loss",
-             "--kl_target=0.02", "--init_beta=2", "--eta_kl=20", "--eta=0.1", "--nn_std",
-             "--reward_transform=scale",
-             "--reward_scale=0.1", "--normalize_reward", "--normalize_obs", f"--logdir={logdir}",
-             f"--backend={keras.backend.backend()}")
-    proc = runner(*flags)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    meta = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
-    hp = meta["hyperparameters"]
-    assert hp["use_kl_loss"] and hp["kl_target"] == 0.02 and hp["eta"] == 0.1 and hp["nn_std"]
-    assert hp["reward_transform"] == "scale" and hp["reward_scale"] == 0.1 and hp["eta_kl"] == 20.0
-    assert hp["normalize_obs"] and hp["normalize_reward"] and hp["init_beta"] == 2.0
-    assert meta["normalizer"]["obs_rms"]["count"] > 256 and meta["normalizer"]["ret_rms"]["count"] > 256
-    assert any(abs(meta["kl_adaptation"]["kl_beta"] - 2 * 1.5**k) < 1e-5 for k in (-2, -1, 0, 1, 2))
-    for tag in ("train/kl_beta", "train/lr_multiplier", "train/std", "train/kl"):
-        assert _tensorboard_steps(logdir, tag) == [128, 256], tag
-    # A resumed run keeps these options.
-    proc = runner(*flags, "--resume", "--nonormalize_obs", "--num_episodes=3")
-    assert proc.returncode == 2 and "--normalize_obs=False differs" in proc.stderr, proc.stderr[-2000:]
-    proc = runner(*flags, "--resume", "--num_episodes=3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((logdir / "metrics.json").read_text())["total_timesteps"] == 384
-
-
-@pytest.mark.parametrize("missing", [1, 2])
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_checkpoint_from_before_the_kl_loss_or_clip_annealing_still_loads(tmp_path, env_id, missing):
-    """A model.keras without ε (saved before clip annealing), or without β and ε (before the KL loss), loads.
-
-    β falls back to 1 and ε to the saved clip range.
-    """
-    import zipfile
-
-    import h5py
-
-    ppo = PPO(env_id, seed=0, init_beta=3.0, clip_range=0.3, **SMALL)
-    ppo.save(tmp_path / "m")
-    archive = tmp_path / "m" / "model.keras"
-    with zipfile.ZipFile(archive) as z:
-        members = {name: z.read(name) for name in z.namelist()}
-    (tmp_path / "w.h5").write_bytes(members["model.weights.h5"])
-    with h5py.File(tmp_path / "w.h5", "r+") as f:
-        own = f["vars"]
-        n = len(own)
-        np.testing.assert_allclose(own[str(n - 1)][()], 0.3)  # ε and, before it, β are the last own variables
-        np.testing.assert_allclose(own[str(n - 2)][()], 3.0)
-        for i in range(n - missing, n):
-            del own[str(i)]
-    members["model.weights.h5"] = (tmp_path / "w.h5").read_bytes()
-    with zipfile.ZipFile(archive, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    loaded = PPO.load(tmp_path / "m")
-    assert loaded.kl_beta == (1.0 if missing == 2 else 3.0)
-    assert float(ops.convert_to_numpy(loaded.model.clip_epsilon)) == pytest.approx(0.3)
-    obs = np.stack([ppo.observation_space.sample() for _ in range(4)])
-    np.testing.assert_array_equal(loaded.predict(obs), ppo.predict(obs))
-
-
-# --------------------------------------------------------------------------- clip-range annealing
-
-
-def test_compiled_update_reads_the_current_clip_range():
-    """ε is a variable: changing it between calls of the same compiled epoch changes what is clipped.
-
-    Half the rows get an old log-prob 0.1 above the current one, a ratio of e^-0.1 ≈ 0.905, so
-    they are clipped with ε = 0.05 and not with ε = 0.2.
-    """
-    from unstable_ppo.distributions import make_distribution
-
-    ppo = PPO("CartPole-v1", seed=0, num_envs=2, num_steps=32, num_epochs=1, batch_size=64, lr=1e-4)
-    buffer = ppo.make_buffer()
-    ppo._reset()
-    ppo.collect_rollout(buffer)
-    numpy_batch = buffer.training_batch()
-    update = ppo.model.make_update_function()
-    indices = np.arange(64).reshape(1, 64)
-    shift = np.where(np.arange(64) % 2 == 0, 0.1, 0.0).astype(np.float32)
-
-    def clip_fraction(eps):
-        ppo.model.clip_epsilon.assign(eps)
-        params = ppo.model.batch_outputs({k: ops.convert_to_tensor(v) for k, v in numpy_batch.items()})[0]
-        log_prob = ops.convert_to_numpy(make_distribution(ppo.action_space, params).log_prob(
-            ops.convert_to_tensor(numpy_batch["actions"])))
-        batch = dict(numpy_batch, old_log_prob=(log_prob + shift).astype(np.float32))
-        return update(ppo.model.prepare_batch(batch), indices)["clip_fraction"]
-
-    assert clip_fraction(0.2) == pytest.approx(0.0, abs=1e-6)
-    assert clip_fraction(0.05) == pytest.approx(0.5, abs=1e-6)
-    assert clip_fraction(0.2) == pytest.approx(0.0, abs=1e-6)
-
-
-@pytest.mark.parametrize("anneal", [True, False])
-def test_clip_range_schedule(anneal):
-    """With anneal_clip_range, update u of U clips at clip_range · (1 - u/U), as the learning rate is annealed."""
-    ppo = PPO("CartPole-v1", seed=0, num_envs=2, num_steps=16, num_epochs=1, batch_size=32, clip_range=0.3,
-              anneal_clip_range=anneal)
-    seen = []
-    ppo.learn(4 * 32, callback=lambda p, logs: seen.append(logs["clip_range"]))
-    expected = [0.3 * (1 - u / 4) for u in range(4)] if anneal else [0.3] * 4
-    np.testing.assert_allclose(seen, expected, rtol=1e-6)
 
 
 def test_anneal_clip_range_with_the_kl_loss_is_refused():

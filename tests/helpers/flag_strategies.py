@@ -21,14 +21,13 @@ import io
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import traceback
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.runner import run_runner
+
 LOGROOT = "@LOGROOT@"
 EXISTING_RUN = "@EXISTING_RUN@"
 
@@ -263,10 +262,8 @@ def run_in_process(argv, timeout=120):
 
 
 def run_subprocess(argv, cwd=None, timeout=600):
-    """`python -m unstable_ppo.run *argv` in a fresh process."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "unstable_ppo.run", *argv], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    """`python -m unstable_ppo.run *argv` in a fresh process, as an `Outcome`."""
+    proc = run_runner(*argv, cwd=cwd, timeout=timeout)
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 

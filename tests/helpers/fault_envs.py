@@ -1,6 +1,6 @@
 """Envs that fail on purpose, for the fault-injection tests and `benchmarks/faults.py`.
 
-Usable by id in the runner as `tests.fault_envs:FaultyCartPole-v0`. What fails, and
+Usable by id in the runner as `tests.helpers.fault_envs:FaultyCartPole-v0`. What fails, and
 when, comes from environment variables, so that async worker processes and runner
 subprocesses see the same settings:
 

@@ -1,0 +1,105 @@
+"""One acting step of the policy, and the conversions around it.
+
+Every place that acts — the rollout, the value bootstrap, `PPO.predict`, evaluation —
+goes through `policy_step`, so the recurrent case is written once. The network works
+on packed float actions `(batch, action_size)`; the buffer stores them as ints or
+floats (`buffer_actions`), the env takes them in its own format (`env_actions`).
+"""
+
+import numpy as np
+from gymnasium import spaces
+
+
+def policy_step(model, act, obs, noise, state=None, starts=None):
+    """One compiled acting call: `(actions, values, log_probs, next_state)`.
+
+    A recurrent model reads the LSTM `state` and the episode `starts` (its state is
+    zeroed where one begins); a feed-forward one returns `next_state=None`. `obs` is
+    as the network sees it (normalized); the actions are the model's packed ones.
+    """
+    if model.recurrent:
+        return act(obs, noise, state, starts)
+    return (*act(obs, noise), None)
+
+
+def draw_noise(rng, model, shape):
+    """The sampling noise the compiled acting function turns into actions.
+
+    Drawn in numpy from the run's RNG, so a seeded run acts the same on every backend:
+    standard normals for a Gaussian policy, uniforms for the inverse-CDF of categorical ones.
+    """
+    if model.continuous:
+        return rng.standard_normal(shape, dtype=np.float32)
+    return rng.uniform(1e-6, 1.0 - 1e-6, shape).astype(np.float32)
+
+
+def obs_dtype(model):
+    """The dtype observations are stored and fed in (uint8 pixels stay uint8)."""
+    return np.dtype(model.obs_dtype)
+
+
+def action_layout(action_space, model):
+    """(shape, dtype) of one action as the rollout buffer stores it."""
+    if isinstance(action_space, spaces.Discrete):
+        return (), np.int32
+    dtype = np.float32 if model.continuous else np.int32
+    return (model.action_size,), dtype
+
+
+def buffer_actions(action_space, model, packed_actions):
+    """`(batch, action_size)` floats from the acting function -> the buffer's layout."""
+    if isinstance(action_space, spaces.Discrete):
+        return packed_actions[:, 0].astype(np.int32)
+    if model.continuous:
+        return packed_actions
+    return packed_actions.astype(np.int32)
+
+
+def env_actions(action_space, actions):
+    """Buffer actions -> what the env takes: bounds clipped, `start` offsets added."""
+    space = action_space
+    if isinstance(space, spaces.Box):
+        actions = actions.reshape((-1, *space.shape))
+        return np.clip(actions, space.low, space.high).astype(space.dtype, copy=False)
+    if isinstance(space, spaces.Discrete):
+        return actions.astype(np.int64) + int(space.start)
+    if isinstance(space, spaces.MultiDiscrete):
+        return actions.reshape((-1, *space.shape)).astype(space.dtype) + space.start
+    return actions.reshape((-1, *space.shape)).astype(space.dtype)
+
+
+def predict(model, normalizer, observation_space, action_space, rng, obs, state=None, episode_start=None,
+            deterministic=True):
+    """`PPO.predict`: actions for one observation or a batch, in the env's format (checked inputs)."""
+    if model.recurrent and state is None:
+        raise ValueError("this model is recurrent: pass state= (ppo.initial_state(n) to start) and "
+                         "episode_start=; predict then returns (actions, next_state)")
+    if not model.recurrent and (state is not None or episode_start is not None):
+        raise ValueError("this model is not recurrent: it takes no state or episode_start")
+    obs = np.asarray(obs, obs_dtype(model))
+    single = obs.shape == tuple(observation_space.shape)
+    if single:
+        obs = obs[None]
+    elif obs.shape[1:] != tuple(observation_space.shape):
+        raise ValueError(
+            f"observation shape {obs.shape} does not match the model's observation space "
+            f"{tuple(observation_space.shape)} (or a batch of it)"
+        )
+    act = model.make_act_function(deterministic=deterministic)
+    noise = draw_noise(rng, model, (len(obs), model.noise_size))
+    if not model.recurrent:
+        packed_actions = policy_step(model, act, normalizer.obs(obs), noise)[0]
+        actions = env_actions(action_space, buffer_actions(action_space, model, packed_actions))
+        return actions[0] if single else actions
+    state = np.asarray(state, np.float32)
+    given_shape = state.shape
+    if single and state.ndim == 1:
+        state = state[None]
+    if state.shape != (len(obs), model.state_size):
+        raise ValueError(f"state has shape {given_shape}; this model needs ({len(obs)}, "
+                         f"{model.state_size}) for {len(obs)} observation(s)")
+    starts = np.zeros(len(obs), np.float32) if episode_start is None else (
+        np.asarray(episode_start, np.float32).reshape(len(obs)))
+    packed_actions, _, _, next_state = policy_step(model, act, normalizer.obs(obs), noise, state, starts)
+    actions = env_actions(action_space, buffer_actions(action_space, model, packed_actions))
+    return (actions[0] if single else actions), next_state.reshape(given_shape)

@@ -1,0 +1,297 @@
+"""One training run from settled flags: build the envs and PPO, train with logging,
+evaluation and checkpoints between updates, report, and stop cleanly on a signal.
+
+`unstable_ppo.run` settles and checks the flags first (`RunSettings`); a `TrainingRun`
+is where files get written. Keras is imported only when the PPO is built, after the
+last check that needs no Keras: the `unstable_ppo.ppo` and `keras` imports below are
+inside the methods on purpose.
+"""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+from unstable_ppo import evaluation
+from unstable_ppo.checkpoint import (
+    BEST,
+    LATEST,
+    CheckpointError,
+    has_checkpoint,
+    save_checkpoint,
+    write_json_atomically,
+)
+from unstable_ppo.cli import UsageError
+from unstable_ppo.envs import make_vec_env
+from unstable_ppo.faults import EnvFailure, NonFiniteError
+from unstable_ppo.monitor import TensorBoardLogger
+from unstable_ppo.ray_gather import RayGatherer
+from unstable_ppo.run_settings import RunSettings, check_writable, run_flags
+
+
+class Interrupted(Exception):
+    """The run was asked to stop, and saved a checkpoint first."""
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (envs keep failing, NaN, a failed save): exit 1 with one line."""
+
+
+class TrainingRun:
+    """One training run: its envs, PPO, loggers and checkpoints, from flags already settled."""
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings
+        self.flags = settings.flags
+        self.paths = settings.paths
+
+    def build(self) -> None:
+        """The evaluation envs, the PPO (new, or loaded with --resume) and its training envs."""
+        f, hp, paths, settings = self.flags, self.settings.hp, self.paths, self.settings
+        # The evaluation envs write no files: they tell the spaces before the training envs exist.
+        self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, training=False,
+                                     max_episode_steps=f.eval_max_steps, max_env_restarts=f.max_env_restarts,
+                                     env_timeout=f.env_timeout)
+        try:
+            hp.check_spaces(self.eval_env.single_observation_space, self.eval_env.single_action_space)
+            from unstable_ppo.ppo import PPO  # Keras (and TensorFlow) start here, after every other flag check
+
+            hp.check_activation()
+            check_writable(paths.logdir)
+        except (ValueError, UsageError):
+            self.eval_env.close()
+            raise
+        if f.resume:  # a damaged checkpoint is reported before any env or file is made
+            try:
+                self.ppo = PPO.load(os.path.join(paths.model_root, LATEST))
+                if f["recurrent"].present and f.recurrent != self.ppo.recurrent:
+                    raise UsageError(f"--{'' if f.recurrent else 'no'}recurrent: the checkpoint in "
+                                     f"{os.path.join(paths.model_root, LATEST)} holds a "
+                                     f"{'non-' if f.recurrent else ''}recurrent model")
+            except (ValueError, FileNotFoundError, UsageError):
+                self.eval_env.close()
+                raise
+        env_files = dict(monitor_dir=paths.monitor_dir, training=True, monitor_append=f.resume,
+                         max_env_restarts=f.max_env_restarts, env_timeout=f.env_timeout)
+        if settings.ray_address:  # the actors step the envs and write the Monitor files; these only tell the spaces
+            env = make_vec_env(f.env_id, f.num_envs, "sync", training=True)
+        else:
+            env = make_vec_env(f.env_id, f.num_envs, f.vec_env, gather_per_worker=f.gather_per_worker, **env_files)
+        if f.resume:
+            self.ppo.hp.gather_per_worker, self.ppo.hp.worker_num = f.gather_per_worker, f.worker_num
+            self.ppo.set_env(env)
+            self.best_mean_return = settings.saved.get("best_mean_return")
+            self.evaluations = list(settings.saved.get("evaluations", []))
+        else:
+            if f.overwrite:
+                self._clear_previous_run()
+            self.ppo = PPO(env, seed=f.seed, **settings.hyperparameters())
+            self.best_mean_return = None
+            self.evaluations = []
+        if settings.ray_address:
+            self.ppo.gatherer = RayGatherer(self.ppo, f.env_id, f.gather_per_worker, seed=f.seed,
+                                            make_kwargs=env_files, max_restarts=f.max_env_restarts)
+
+    def _clear_previous_run(self):
+        """--overwrite: the previous run's checkpoints, Monitor files and metrics go (its logs stay)."""
+        for path in (self.paths.model_root, self.paths.monitor_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in (os.path.join(self.paths.logdir, "metrics.json"),):
+            if os.path.exists(path):
+                os.remove(path)
+
+    def run_info(self) -> dict:
+        """The runner's record saved in every checkpoint's ppo.json: what --resume reads back."""
+        return {
+            "flags": run_flags(self.flags),
+            "config_file": self.settings.config_file,
+            "best_mean_return": self.best_mean_return,
+            "evaluations": self.evaluations,
+        }
+
+    def train(self) -> None:
+        """`learn` to the settled number of steps; a stop request or a failure saves what can be kept."""
+        f, ppo, model_root = self.flags, self.ppo, self.paths.model_root
+        log = self.log = _file_logger(self.paths.log_file)
+        log.info("%s run: flags %s", "resumed" if f.resume else "new", json.dumps(run_flags(f)))
+        if self.settings.config_file:
+            log.info("env defaults from %s", self.settings.config_file)
+        if ppo.gatherer is not None:
+            for line in ppo.gatherer.describe():
+                log.info("%s", line)
+        self.tensorboard = TensorBoardLogger(self.paths.tb_dir)
+        self.stop = _StopRequests()
+        start = time.perf_counter()
+        self.eval_wall = 0.0  # intermediate evaluations' share of the wall time, reported in metrics.json
+        steps_before = ppo.num_timesteps
+        library_log = logging.getLogger("unstable_ppo")  # env restarts and the like, into training.log too
+        library_log.addHandler(log.handlers[0])
+        try:
+            with self.stop:
+                try:
+                    ppo.learn(self.settings.total, callback=self.after_update, progress_bar=f.verbose == 1,
+                              reset_num_timesteps=not f.resume)
+                except EnvFailure as e:  # the model is sound: keep it
+                    save_checkpoint(ppo, model_root, LATEST, self.run_info())
+                    raise RunFailed(f"{e}; checkpoint saved to {os.path.join(model_root, LATEST)} "
+                                    f"after {ppo.num_timesteps} steps, --resume continues the run") from e
+                except NonFiniteError as e:  # the model may be garbage: keep the last good checkpoint
+                    kept = (f"the last good checkpoint is kept in {os.path.join(model_root, LATEST)}"
+                            if has_checkpoint(model_root) else "no checkpoint had been saved yet")
+                    raise RunFailed(f"{e}: the run stopped; {kept}") from e
+            if self.stop.requested:
+                save_checkpoint(ppo, model_root, LATEST, self.run_info())
+                message = (f"stopped by {self.stop.requested} after {ppo.num_timesteps} steps: checkpoint saved to "
+                           f"{os.path.join(model_root, LATEST)}; --resume continues the run")
+                log.info(message)
+                raise Interrupted(message)
+            self.wall = time.perf_counter() - start
+            self.steps_this_session = ppo.num_timesteps - steps_before
+            if not self.evaluations or self.evaluations[-1][0] != ppo.num_timesteps:
+                self.evaluate_and_keep_best()
+            save_checkpoint(ppo, model_root, LATEST, self.run_info())
+        except (RunFailed, CheckpointError) as e:
+            log.info("error: %s", e)
+            raise RunFailed(str(e)) from e
+        finally:
+            library_log.removeHandler(log.handlers[0])
+            self.tensorboard.close()
+
+    def after_update(self, ppo, logs: dict) -> bool:
+        """`learn`'s callback: log, evaluate and save on schedule; False once a stop was requested."""
+        from unstable_ppo.ppo import PPO  # already imported by build(): no Keras at module import
+
+        f = self.flags
+        self.tensorboard.write(logs, ppo.num_timesteps)
+        lines = [f"update {ppo.num_updates}: {PPO._summary(logs)}"]
+        if f.eval_interval and ppo.num_updates % f.eval_interval == 0:
+            lines.append(self.evaluate_and_keep_best())
+        if f.save_interval and ppo.num_updates % f.save_interval == 0:
+            save_checkpoint(ppo, self.paths.model_root, LATEST, self.run_info())
+        self.log.info(lines[0])
+        if f.verbose >= 2 or (f.verbose == 1 and ppo.num_updates % f.log_interval == 0):
+            for line in lines:
+                _console(line)
+        return not self.stop.requested
+
+    def evaluate_and_keep_best(self) -> str:
+        """One evaluation of the current policy; a new best is saved as the `best` checkpoint."""
+        f, ppo = self.flags, self.ppo
+        eval_start = time.perf_counter()
+        result = ppo.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic, seed=f.eval_seed)
+        seconds = time.perf_counter() - eval_start
+        self.eval_wall += seconds
+        mean, std = result["mean_return"], result["std_return"]
+        mean_length = float(sum(result["lengths"]) / len(result["lengths"]))
+        self.evaluations.append([ppo.num_timesteps, mean, std])
+        self.tensorboard.write({"eval_mean_reward": mean, "eval_mean_ep_length": mean_length}, ppo.num_timesteps)
+        line = (f"eval at {ppo.num_timesteps} steps: mean_return={mean:.2f} std_return={std:.2f} "
+                f"mean_length={mean_length:.0f} ({seconds:.1f} s)")
+        if self.best_mean_return is None or mean > self.best_mean_return:
+            self.best_mean_return = mean
+            save_checkpoint(ppo, self.paths.model_root, BEST, self.run_info())
+            line += " (new best, saved)"
+        self.log.info(line)
+        return line
+
+    def final_report(self) -> dict:
+        """Reload latest and best from disk, evaluate both, print the table, write metrics.json."""
+        import keras  # already imported by build()
+
+        from unstable_ppo.ppo import PPO
+
+        f, paths = self.flags, self.paths
+        results = {}
+        for name in (LATEST, BEST):
+            model = PPO.load(paths.model_root, best=name == BEST)
+            video_dir = paths.video_dir if f.record_video and name == BEST else None
+            if video_dir:
+                evaluation.record_video(model, f.env_id, video_dir, f.eval_max_steps, seed=f.eval_seed,
+                                        deterministic=f.eval_deterministic)
+            results[name] = model.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic,
+                                           seed=f.eval_seed)
+        self.eval_env.close()
+        self.ppo.env.close()
+        if self.ppo.gatherer is not None:
+            self.ppo.gatherer.close()
+        metrics = {
+            "env_id": f.env_id,
+            "backend": keras.backend.backend(),
+            "total_timesteps": self.ppo.num_timesteps,
+            "num_updates": self.ppo.num_updates,
+            "wall_time_s": round(self.wall, 2),
+            "steps_per_second": round(self.steps_this_session / self.wall, 1),
+            "eval_episodes": f.eval_episodes,
+            "eval_deterministic": f.eval_deterministic,
+            "eval_wall_time_s": round(self.eval_wall, 2),  # the intermediate evaluations, inside wall_time_s
+            "latest": {"mean_return": results[LATEST]["mean_return"], "std_return": results[LATEST]["std_return"]},
+            "best": {"mean_return": results[BEST]["mean_return"], "std_return": results[BEST]["std_return"]},
+            "model_dir": paths.model_root,
+        }
+        write_json_atomically(os.path.join(paths.logdir, "metrics.json"), metrics)
+        table = [
+            f"{f.env_id} on {metrics['backend']}: {metrics['total_timesteps']} steps, "
+            f"{self.steps_this_session} in this session in {self.wall:.1f} s "
+            f"({metrics['steps_per_second']:.0f} steps/s; evaluations {self.eval_wall:.1f} s of it)",
+            f"{'model':<8}{'mean_return':>14}{'std_return':>14}{'episodes':>10}",
+        ]
+        for name in (LATEST, BEST):
+            r = results[name]
+            table.append(f"{name:<8}{r['mean_return']:>14.2f}{r['std_return']:>14.2f}{len(r['returns']):>10}")
+        table.append(f"checkpoints in {paths.model_root} (latest/, best/); metrics in "
+                     f"{os.path.join(paths.logdir, 'metrics.json')}")
+        for line in table:
+            self.log.info(line)
+            if f.verbose:
+                print(line)
+        return metrics
+
+
+class _StopRequests:
+    """While active, SIGINT/SIGTERM ask the run to stop after the current update (a second SIGINT forces it)."""
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested}: stopping after this update and saving a checkpoint "
+              f"(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _file_logger(path):
+    """A logger that writes to the run's log file (and nowhere else)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    logger = logging.getLogger(f"unstable_ppo.run.{path}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def _console(line):
+    tqdm.write(line)  # prints above a progress bar instead of through it
