@@ -3,7 +3,7 @@
 Each run is the real runner, `python -m unstable_ppo.run --env_id=ID --total_timesteps=N --seed=S`,
 with the bundled Atari flagfile (8 envs x 128 steps, 4 epochs, minibatch 256, lr 2.5e-4 and the
 clip range 0.1 annealed over N, ent 0.01; ale-py's C++ vector env; an evaluation of 10 whole games
-with the stochastic policy every 100 updates). `run` starts them (all at once: on 2 cores two runs
+with the stochastic policy every 200 updates). `run` starts them (all at once: on 2 cores two runs
 side by side gave ~1.9x the steps/s of one), `collect` reads finished or stopped run directories
 into one results JSON, and `plot` draws their learning curves with `unstable_ppo.plot`.
 
@@ -79,8 +79,8 @@ def training_score(logdir, every=250_000, last=100):
 
 
 def collect_one(logdir):
-    out_file = logdir + ".out"
-    text = open(out_file).read() if os.path.exists(out_file) else open(os.path.join(logdir, "training.log")).read()
+    # training.log: the runner appends to it across `--resume`s, so it holds every evaluation of the run.
+    text = open(os.path.join(logdir, "training.log")).read()
     evaluations = [{"steps": int(m[0]), "mean_return": float(m[1]), "std_return": float(m[2]),
                     "seconds": float(m[3]) if m[3] else None} for m in EVAL_LINE.findall(text)]
     meta = json.load(open(os.path.join(logdir, "model", "latest", "ppo.json")))
@@ -89,6 +89,9 @@ def collect_one(logdir):
         "env_id": flags["env_id"], "seed": flags["seed"], "budget": flags["total_timesteps"],
         "steps_reached": meta["num_timesteps"], "backend": meta["keras_backend"],
         "evaluations": evaluations, "training_score": training_score(logdir),
+        # A stopped and resumed run: the final report's wall time, steps/s and evaluation share cover the
+        # last session only (from the step it was resumed at).
+        "resumed_at": [int(m) for m in re.findall(r"stopped by \w+ after (\d+) steps", text)],
     }
     metrics_path = os.path.join(logdir, "metrics.json")
     if os.path.exists(metrics_path):
