@@ -35,7 +35,7 @@ FRAME_STACK = 4
 def is_atari(env_id):
     """Whether `env_id` is an ALE game (`BreakoutNoFrameskip-v4`, `ALE/Breakout-v5`, ...)."""
     try:
-        import ale_py
+        import ale_py  # late: loading the emulator costs ~0.2 s, paid only when an id is checked
 
         gym.register_envs(ale_py)
     except ImportError:
@@ -121,7 +121,7 @@ def make_atari_env(env_id, training=True, monitor_file=None, monitor_append=Fals
 def make_ale_vector_env(env_id, num_envs, training=True, monitor_dir=None, monitor_append=False,
                         max_episode_steps=None):
     """The same pipeline on ale-py's C++ `AtariVectorEnv`, with SAME_STEP autoreset."""
-    from ale_py.vector_env import AtariVectorEnv
+    from ale_py.vector_env import AtariVectorEnv  # late, like ale_py in is_atari
 
     spec = gym.spec(env_id)
     max_frames = spec.kwargs.get("max_num_frames_per_episode", 108_000)

@@ -14,6 +14,7 @@ import shutil
 import uuid
 
 from unstable_ppo import __version__
+from unstable_ppo.faults import NonFiniteError
 
 LATEST = "latest"
 BEST = "best"
@@ -32,8 +33,6 @@ def save_checkpoint(ppo, model_root, name, extra=None):
     A write that fails (`CheckpointError`) leaves the previous checkpoint in place
     and removes its own partial files.
     """
-    from unstable_ppo.faults import NonFiniteError
-
     target = f".{name}-{ppo.num_timesteps:012d}-{uuid.uuid4().hex[:8]}"
     link = os.path.join(model_root, name)
     try:

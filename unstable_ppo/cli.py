@@ -3,6 +3,8 @@
 import os
 import sys
 
+from absl import app, flags, logging
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -16,7 +18,7 @@ def select_backend(name):
     if name is None:
         return
     if "keras" in sys.modules:
-        import keras
+        import keras  # already imported (checked above): this only reads its backend
 
         if keras.backend.backend() != name:
             raise UsageError(f"--backend={name} but Keras is already running on {keras.backend.backend()}")
@@ -25,8 +27,6 @@ def select_backend(name):
 
 def run_app(command):
     """`absl.app.run` for a tool whose body is `command(FLAGS)`."""
-    from absl import app, flags, logging
-
     def main(argv):
         logging.set_verbosity(logging.WARNING)  # keep JAX's platform probing off the console
         if len(argv) > 1:
@@ -38,8 +38,6 @@ def run_app(command):
 
 def parse_flags(argv):
     """absl's parsing, with an unknown flag or a bad value reported like any other bad input."""
-    from absl import flags
-
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:

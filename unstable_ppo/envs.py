@@ -9,7 +9,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers import RecordVideo, TimeLimit
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
+from unstable_ppo.atari import is_atari, make_ale_vector_env, make_atari_env
 from unstable_ppo.faults import SupervisedVectorEnv, TagEnvErrors
+from unstable_ppo.gather import GatherVectorEnv, split_envs
 from unstable_ppo.monitor import Monitor
 
 VECTORIZATION_MODES = ("sync", "async", "ale")
@@ -38,8 +40,6 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
     each (`gather.GatherVectorEnv`, on top of `vectorization_mode` "sync"). `first_index`
     numbers the envs from there (Monitor files, error messages): a Ray actor's share.
     """
-    from unstable_ppo.atari import is_atari, make_ale_vector_env
-
     if vectorization_mode not in VECTORIZATION_MODES:
         raise ValueError(
             f"unknown vectorization_mode {vectorization_mode!r}: use one of {', '.join(VECTORIZATION_MODES)}"
@@ -56,8 +56,6 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
                          f"it cannot be combined with vectorization_mode {vectorization_mode!r}")
     blocks = None
     if gather_per_worker != 1:
-        from unstable_ppo.gather import split_envs
-
         if isinstance(gather_per_worker, bool) or not isinstance(gather_per_worker, int) or gather_per_worker < 1:
             raise ValueError(f"gather_per_worker must be a positive integer, got {gather_per_worker!r}")
         if gather_per_worker > num_envs or num_envs % gather_per_worker:
@@ -72,8 +70,6 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
         settings = (env_id, env_kwargs or {}, monitor_dir, atari, training, append, max_episode_steps, video_dir,
                     video_episodes)
         if blocks is not None:
-            from unstable_ppo.gather import GatherVectorEnv
-
             env = GatherVectorEnv(
                 [functools.partial(_vector_of, "sync", block, *settings) for block in blocks], blocks,
                 functools.partial(_make_env, env_id, first_index, env_kwargs or {}, None, atari, training, False,
@@ -97,8 +93,6 @@ def _vector_of(vectorization_mode, indices, env_id, env_kwargs, monitor_dir, ata
 
     It may run in a fresh gathering worker process, so it registers the env id first.
     """
-    from unstable_ppo.atari import is_atari
-
     is_atari(registered_id(env_id))  # registers the ALE games (and imports a "module:Env" id's module)
     vector_env = gym.vector.SyncVectorEnv if vectorization_mode == "sync" else gym.vector.AsyncVectorEnv
     return vector_env(
@@ -118,8 +112,6 @@ def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_a
               video_dir, video_episodes):
     filename = None if monitor_dir is None else os.path.join(monitor_dir, f"{index}.monitor.csv")
     if atari:
-        from unstable_ppo.atari import make_atari_env
-
         env = make_atari_env(env_id, training, filename, monitor_append, **env_kwargs)
     else:
         env = Monitor(gym.make(env_id, **env_kwargs), filename, append=monitor_append)

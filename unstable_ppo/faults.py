@@ -217,7 +217,7 @@ def check_finite_logs(logs, update):
 
 def check_finite_weights(model):
     """Before a checkpoint is written: every weight finite."""
-    import keras
+    import keras  # late: checkpoint.py and gather.py import this module and stay Keras-free
 
     for variable in model.weights:
         value = keras.ops.convert_to_numpy(variable)

@@ -30,13 +30,13 @@ class NoVelocity(gym.ObservationWrapper):
 
 
 def cartpole_no_velocity(**kwargs):
-    from gymnasium.envs.classic_control import CartPoleEnv
+    from gymnasium.envs.classic_control import CartPoleEnv  # late: registering the ids loads no env code
 
     return NoVelocity(CartPoleEnv(**kwargs), keep=[0, 2])  # x, θ (drops ẋ, θ̇)
 
 
 def pendulum_no_velocity(**kwargs):
-    from gymnasium.envs.classic_control import PendulumEnv
+    from gymnasium.envs.classic_control import PendulumEnv  # late, as above
 
     return NoVelocity(PendulumEnv(**kwargs), keep=[0, 1])  # cos θ, sin θ (drops θ̇)
 

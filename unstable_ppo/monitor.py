@@ -119,7 +119,7 @@ class TensorBoardLogger:
     """
 
     def __init__(self, logdir):
-        import tensorflow as tf
+        import tensorflow as tf  # late: TensorFlow starts only for a run that writes events
 
         self._tf = tf
         self._writer = tf.summary.create_file_writer(logdir)

@@ -22,7 +22,7 @@ def check_split(num_envs, gather_per_worker, worker_num, batch_size):
                          f"each gathering worker steps num_envs/gather_per_worker envs")
     if worker_num == 1:
         return
-    import keras
+    import keras  # late: config.py imports this module before the runner chooses the backend
 
     backend = keras.backend.backend()
     if backend not in DATA_PARALLEL_BACKENDS:

@@ -11,6 +11,7 @@ import os
 
 from absl import flags
 
+from unstable_ppo.checkpoint import LATEST
 from unstable_ppo.cli import BACKENDS, UsageError, run_app, select_backend
 
 flags.DEFINE_string("model_dir", None, "A run's model directory, or a directory written by PPO.save.")
@@ -30,8 +31,6 @@ FLAGS = flags.FLAGS
 
 def default_video_dir(model_dir, best):
     """`{logdir}/videos` for a run's model directory (`{logdir}/model`), else `{model_dir}/videos`."""
-    from unstable_ppo.checkpoint import LATEST
-
     model_dir = os.path.abspath(model_dir)
     if best or os.path.isdir(os.path.join(model_dir, LATEST)):
         return os.path.join(os.path.dirname(model_dir), "videos")
@@ -48,7 +47,7 @@ def play(argv_flags):
     if argv_flags.record_video and argv_flags.render:
         raise UsageError("--record_video and --render need different render modes: pick one")
     select_backend(argv_flags.backend)
-    from unstable_ppo.envs import make_vec_env
+    from unstable_ppo.envs import make_vec_env  # late: after the flag checks and the backend choice
     from unstable_ppo.ppo import PPO
 
     ppo = PPO.load(argv_flags.model_dir, seed=argv_flags.seed, best=argv_flags.best)

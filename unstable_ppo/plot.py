@@ -11,10 +11,11 @@ import os
 import sys
 
 import numpy as np
-from absl import flags
+from absl import app, flags, logging
 
 from unstable_ppo.checkpoint import write_atomically
-from unstable_ppo.cli import UsageError, exit_on_error
+from unstable_ppo.cli import UsageError, exit_on_error, parse_flags
+from unstable_ppo.monitor import read_monitor
 
 flags.DEFINE_string("output", "curves.png", "Where the PNG goes.")
 flags.DEFINE_integer("smooth", 100, "Average the returns over this many trailing episodes.")
@@ -44,8 +45,6 @@ def monitor_files(logdir):
 
 def read_file(filename):
     """(t_start, env_id, rows) of one Monitor CSV; ValueError naming the file if it is corrupt."""
-    from unstable_ppo.monitor import read_monitor
-
     try:
         header, rows = read_monitor(filename)
         return float(header["t_start"]), header.get("env_id"), rows
@@ -136,7 +135,7 @@ def plot_runs(logdirs, output, smooth=100, x="steps", title=None):
 
 
 def plot(logdirs, argv_flags):
-    import matplotlib
+    import matplotlib  # late, like Figure in plot_runs: the plot extra is optional
 
     matplotlib.use("Agg")
     return plot_runs(logdirs, argv_flags.output, smooth=argv_flags.smooth, x=argv_flags.x,
@@ -144,9 +143,6 @@ def plot(logdirs, argv_flags):
 
 
 def entry_point():
-    from absl import app, logging
-
-    from unstable_ppo.cli import parse_flags
 
     def main(argv):
         logging.set_verbosity(logging.WARNING)

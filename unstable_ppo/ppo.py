@@ -25,6 +25,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import keras
 import numpy as np
+from tqdm.auto import tqdm
 
 from unstable_ppo import evaluation, saving
 from unstable_ppo.acting import predict
@@ -233,8 +234,6 @@ class PPO:
             self.collector.reset()
         bar = None
         if progress_bar:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=num_updates * rollout, initial=first_update * rollout, unit="steps",
                        dynamic_ncols=True)
         start = time.perf_counter()

@@ -203,7 +203,7 @@ class TrainingRun:
         """Reload latest and best from disk, evaluate both, print the table, write metrics.json."""
         import keras  # already imported by build()
 
-        from unstable_ppo.ppo import PPO
+        from unstable_ppo.ppo import PPO  # likewise
 
         f, paths = self.flags, self.paths
         results = {}

@@ -33,7 +33,7 @@ def use_compilation_cache(path):
     if BACKEND != "jax":
         raise ValueError(f"a compilation cache needs the jax backend (XLA's persistent cache); "
                          f"{BACKEND} has none")
-    from unstable_ppo.backend.jax import use_compilation_cache as use
+    from unstable_ppo.backend.jax import use_compilation_cache as use  # imports jax: only on the jax backend
 
     use(path)
 
