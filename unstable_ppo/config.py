@@ -67,6 +67,11 @@ class Hyperparameters:
     nn_std: bool = setting(False, "network", "Box actions: the network predicts the log-std (else a free "
                            "variable).")
     log_std_init: float = setting(0.0, "network", "Box actions: the Gaussian's initial log-std.")
+    # gSDE (Raffin et al., 2021), as Stable-Baselines3's use_sde / sde_sample_freq.
+    use_sde: bool = setting(False, "network", "Box actions: generalized State-Dependent Exploration (gSDE), noise "
+                            "linear in the policy's features, held for --sde_sample_freq steps.")
+    sde_sample_freq: int = setting(-1, "rollout", "gSDE: draw new exploration matrices every this many steps "
+                                   "(-1: once per rollout, at its start).")
     # Recurrent PPO: an LSTM between torso and heads, trained on sequences of timestep_size steps.
     recurrent: bool = setting(False, "network", "An LSTM between the torso and the policy and value heads "
                               "(recurrent PPO).")
@@ -177,6 +182,14 @@ class Hyperparameters:
         for name in ("kl_target", "init_beta", "reward_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        sde_freq = self.sde_sample_freq
+        if isinstance(sde_freq, bool) or not isinstance(sde_freq, (int, np.integer)) or not (
+                sde_freq == -1 or sde_freq > 0):
+            raise ValueError(f"sde_sample_freq must be -1 (once per rollout) or a positive integer, got {sde_freq!r}")
+        if sde_freq != -1 and not self.use_sde:
+            raise ValueError(f"sde_sample_freq={sde_freq} applies to gSDE only: add use_sde=True")
+        if self.use_sde and self.nn_std:
+            raise ValueError("use_sde (gSDE) learns its own noise matrix: it cannot be combined with nn_std")
         for name in ("eta", "eta_kl"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -187,7 +200,7 @@ class Hyperparameters:
     def check_spaces(self, observation_space, action_space):
         """The options that only some spaces support."""
         if not isinstance(action_space, spaces.Box):
-            for name in ("eta", "nn_std"):
+            for name in ("eta", "nn_std", "use_sde"):
                 if getattr(self, name):
                     raise ValueError(f"{name} applies to Box (continuous) action spaces only, "
                                      f"not {type(action_space).__name__}")

@@ -10,6 +10,7 @@ backend; `sample(seed=...)` draws that noise with `keras.random` instead.
 import math
 
 import numpy as np
+from gymnasium import spaces
 from keras import ops
 from keras import random as krandom
 
@@ -172,10 +173,36 @@ class DiagGaussian(Distribution):
         )
 
 
+class StateDependentNoise(DiagGaussian):
+    """gSDE (Raffin et al., 2021): a Gaussian whose noise is a linear function of the policy's features.
+
+    The head emits `concat(mean, log_std(s), z(s))`: `z` the policy's last hidden features
+    (F of them, gradient stopped, as SB3's default `learn_features=False`) and
+    `std_j(s)^2 = sum_i z_i^2 sigma_ij^2 (+1e-6)` with `sigma` the learned (F, dim) matrix.
+    Log-prob, entropy and KL are the diagonal Gaussian's with that state-dependent std.
+    A sample is `mean + z @ E` for an exploration matrix `E` that the collector holds
+    fixed for `sde_sample_freq` steps: smooth exploration, one perturbation per env.
+    """
+
+    def __init__(self, flat_params, action_dim):
+        super().__init__(flat_params[:, : 2 * action_dim])
+        self.latent = flat_params[:, 2 * action_dim :]
+        self.noise_dim = self.latent.shape[-1] * action_dim
+
+    def sample(self, noise=None, seed=None):
+        if noise is None:
+            raise ValueError("a gSDE sample needs its exploration matrix (the network's act() makes it)")
+        return self._sample(noise)
+
+    def _sample(self, exploration):
+        """`exploration`: each row's (F, dim) matrix E, flattened; `ActorCriticNetwork.act` scales the
+        collector's standard normals by the current sigma to make it."""
+        matrices = ops.reshape(exploration, (-1, self.latent.shape[-1], self.mean.shape[-1]))
+        return self.mean + ops.einsum("bf,bfa->ba", self.latent, matrices)
+
+
 def param_size(action_space):
     """Width of the policy head's output for `action_space` (Gaussians: the mean part)."""
-    from gymnasium import spaces
-
     if isinstance(action_space, spaces.Discrete):
         return int(action_space.n)
     if isinstance(action_space, spaces.MultiDiscrete):
@@ -192,8 +219,6 @@ def param_size(action_space):
 
 def make_distribution(action_space, flat_params):
     """The distribution over `action_space` parameterised by `flat_params`."""
-    from gymnasium import spaces
-
     if isinstance(action_space, spaces.Discrete):
         return Categorical(flat_params)
     if isinstance(action_space, spaces.MultiDiscrete):
@@ -201,5 +226,8 @@ def make_distribution(action_space, flat_params):
     if isinstance(action_space, spaces.MultiBinary):
         return Bernoulli(flat_params)
     if isinstance(action_space, spaces.Box):
+        dim = int(np.prod(action_space.shape))
+        if flat_params.shape[-1] > 2 * dim:  # a gSDE head appends its features to (mean, log_std)
+            return StateDependentNoise(flat_params, dim)
         return DiagGaussian(flat_params)
     raise UnsupportedSpaceError(f"unsupported action space {space_name(action_space)}")

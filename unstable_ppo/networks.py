@@ -181,7 +181,8 @@ class ActorCriticNetwork(keras.Model):
 
     `call(obs)` returns `(flat_params, value)`: the distribution parameters the
     action distribution is built from, and V(obs). Gaussian policies carry a
-    state-independent `log_std` variable unless `nn_std` asks the head for it.
+    state-independent `log_std` variable unless `nn_std` asks the head for it, or
+    `use_sde` for gSDE's (features, actions) matrix `sde_log_std` (`StateDependentNoise`).
 
     A recurrent model's `call((obs, state, episode_starts), sequence_length=L)` also
     returns the state after each sequence. `state` is one float array per row,
@@ -199,6 +200,7 @@ class ActorCriticNetwork(keras.Model):
         shared_net=None,
         nn_std=False,
         log_std_init=0.0,
+        use_sde=False,
         recurrent=False,
         hidden_layer_size=128,
         shared_lstm=True,
@@ -246,6 +248,11 @@ class ActorCriticNetwork(keras.Model):
             raise ValueError("nn_std applies to Box action spaces only")
         self.nn_std = bool(nn_std)
         self.log_std_init = float(log_std_init)
+        if use_sde and not self.continuous:
+            raise ValueError("use_sde (gSDE) applies to Box action spaces only")
+        if use_sde and self.nn_std:
+            raise ValueError("use_sde (gSDE) learns its own noise matrix: it cannot be combined with nn_std")
+        self.use_sde = bool(use_sde)
 
         self.seed = seed
         seeds = _seed_stream(seed)
@@ -277,7 +284,7 @@ class ActorCriticNetwork(keras.Model):
             # Dense layers after the LSTM, one stack per head even with a shared LSTM.
             self.policy_lstm_head = mlp_torso(self.lstm_head_sizes, activation, seeds, "policy_lstm_head")
             self.value_lstm_head = mlp_torso(self.lstm_head_sizes, activation, seeds, "value_lstm_head")
-        if self.continuous and not self.nn_std:
+        if self.continuous and not self.nn_std and not self.use_sde:
             self.log_std = self.add_weight(
                 shape=(n_params,),
                 initializer=initializers.Constant(self.log_std_init),
@@ -299,6 +306,14 @@ class ActorCriticNetwork(keras.Model):
             h = self.policy_lstm_head.compute_output_shape(h)
         self.policy_head.build(h)
         self.value_head.build(h)
+        if self.use_sde:
+            # gSDE's sigma: one std per (policy feature, action); SB3's full_std, initialised at log_std_init.
+            self.sde_log_std = self.add_weight(
+                shape=(h[-1], self.action_size),
+                initializer=initializers.Constant(self.log_std_init),
+                name="sde_log_std",
+            )
+            self.noise_size = h[-1] * self.action_size  # the exploration matrix, per env
         self.built = True
 
     def call(self, inputs, training=False, sequence_length=1):
@@ -313,7 +328,11 @@ class ActorCriticNetwork(keras.Model):
             h_pi, h_vf, state = self._recurrent_step(h_pi, h_vf, state, episode_starts, sequence_length)
             h_pi, h_vf = self.policy_lstm_head(h_pi), self.value_lstm_head(h_vf)
         params = self.policy_head(h_pi)
-        if self.continuous and not self.nn_std:
+        if self.use_sde:
+            latent = ops.stop_gradient(h_pi)
+            variance = ops.matmul(ops.square(latent), ops.exp(2.0 * self.sde_log_std))
+            params = ops.concatenate([params, 0.5 * ops.log(variance + 1e-6), latent], axis=-1)
+        elif self.continuous and not self.nn_std:
             log_std = ops.broadcast_to(self.log_std, ops.shape(params))
             params = ops.concatenate([params, log_std], axis=-1)
         value = self.value_head(h_vf)[:, 0]
@@ -364,6 +383,8 @@ class ActorCriticNetwork(keras.Model):
         else:
             params, value = self(obs)
         dist = self.distribution(params)
+        if self.use_sde:  # the collector's standard normals, scaled by the current sigma
+            noise = noise * ops.reshape(ops.exp(self.sde_log_std), (1, -1))
         action = dist.mode() if deterministic else dist.sample(noise)
         flat_action = ops.reshape(ops.cast(action, "float32"), (ops.shape(obs)[0], -1))
         packed = [flat_action, value[:, None], dist.log_prob(action)[:, None]]
@@ -382,6 +403,7 @@ class ActorCriticNetwork(keras.Model):
             "shared_net": self.shared_net,
             "nn_std": self.nn_std,
             "log_std_init": self.log_std_init,
+            "use_sde": self.use_sde,
             "recurrent": self.recurrent,
             "hidden_layer_size": self.hidden_layer_size,
             "shared_lstm": self.shared_lstm,

@@ -31,6 +31,13 @@ import time
 
 import numpy as np
 
+import unstable_ppo
+from unstable_ppo.config import Hyperparameters
+from unstable_ppo.envs import make_vec_env
+from unstable_ppo.gather import split_envs
+from unstable_ppo.normalize import Normalizer
+from unstable_ppo.rollout import RolloutCollector
+
 logger = logging.getLogger("unstable_ppo")
 
 CONNECT_TIMEOUT_S = 5.0
@@ -61,7 +68,7 @@ def connect(address, timeout=CONNECT_TIMEOUT_S, join_timeout=JOIN_TIMEOUT_S):
     `host:port` address is first probed with a plain TCP connection.
     """
     try:
-        import ray
+        import ray  # late: the ray extra is optional
     except ImportError:
         raise ValueError(f"--ray_address={address} needs Ray, which is not installed: "
                          f"pip install 'unstable_ppo[ray]'") from None
@@ -77,8 +84,6 @@ def connect(address, timeout=CONNECT_TIMEOUT_S, join_timeout=JOIN_TIMEOUT_S):
         except OSError as e:
             raise ValueError(f"cannot reach the Ray cluster at {address} within {timeout:g} s: "
                              f"{e.strerror or e}") from None
-    import unstable_ppo
-
     env_vars = {"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": _backend()}
     outcome = []
 
@@ -104,7 +109,7 @@ def connect(address, timeout=CONNECT_TIMEOUT_S, join_timeout=JOIN_TIMEOUT_S):
 
 
 def _backend():
-    import keras
+    import keras  # late: the runner imports this module before it chooses the backend
 
     return keras.backend.backend()
 
@@ -117,14 +122,9 @@ class GatheringWorker:
     """
 
     def __init__(self, env_id, first_index, num_envs, total_envs, seed, hyperparameters, make_kwargs):
-        import ray
+        import ray  # late, as in connect()
 
-        # Imported here: this module is imported before Keras starts (the runner's flag checks).
-        from unstable_ppo.config import Hyperparameters
-        from unstable_ppo.envs import make_vec_env
-        from unstable_ppo.normalize import Normalizer
-        from unstable_ppo.ppo import build_model
-        from unstable_ppo.rollout import RolloutCollector
+        from unstable_ppo.ppo import build_model  # Keras: this module is imported before the backend is chosen
 
         restarted = ray.get_runtime_context().was_current_actor_reconstructed
         make_kwargs = dict(make_kwargs)
@@ -171,9 +171,7 @@ class RayGatherer:
 
     def __init__(self, ppo, env_id, num_workers, seed=None, make_kwargs=None, max_restarts=10,
                  ready_timeout=180.0, rollout_timeout=600.0):
-        import ray
-
-        from unstable_ppo.gather import split_envs
+        import ray  # late, as in connect()
 
         hp = ppo.hp
         hyperparameters = dict(vars(hp))
@@ -213,7 +211,7 @@ class RayGatherer:
             rng_state = ppo.rng.bit_generator.state
             refs = {k: a.collect.remote(weights, rng_state, ppo.num_updates)
                     for k, a in enumerate(self.actors) if k not in self.restarting}
-            ppo.collector.draw_noise((T, N, ppo.model.noise_size))  # the driver's RNG moves on as in-process
+            ppo.collector.rollout_noise()  # the driver's RNG moves on as in-process
             collected, slowest = [], 0.0
             for k, ref in refs.items():
                 block = self.blocks[k]

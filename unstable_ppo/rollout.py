@@ -56,6 +56,17 @@ class RolloutCollector:
         full = draw_noise(self.rng, self.model, (*shape[:-2], total, shape[-1]))
         return np.ascontiguousarray(full[..., first : first + shape[-2], :])
 
+    def rollout_noise(self):
+        """The rollout's sampling noise and the row each step uses: `(noise, index)`.
+
+        A fresh draw every step, except gSDE's exploration matrices: drawn every
+        `sde_sample_freq` steps (-1: once, at the rollout's start), as Stable-Baselines3 does.
+        """
+        hp = self.hp
+        period = (hp.sde_sample_freq if hp.sde_sample_freq > 0 else hp.num_steps) if hp.use_sde else 1
+        index = np.arange(hp.num_steps) // period
+        return self.draw_noise((index[-1] + 1, hp.num_envs, self.model.noise_size)), index
+
     def reset(self):
         """Reset the envs (seeded `seed + i` for env i, if seeded) and start fresh episodes."""
         num_envs = self.hp.num_envs
@@ -82,7 +93,7 @@ class RolloutCollector:
         act = model.make_act_function()
         recurrent = model.recurrent
         state, starts = self.last_state, self.last_starts
-        noise = self.draw_noise((T, N, model.noise_size))
+        noise, noise_index = self.rollout_noise()
         next_step = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
         dtype = obs_dtype(model)
         check_obs = dtype.kind == "f"  # pixels (uint8) cannot be NaN
@@ -94,7 +105,8 @@ class RolloutCollector:
             buffer.obs[t] = norm.obs(obs)
             if recurrent:
                 buffer.states[t], buffer.episode_starts[t] = state, starts
-            actions, values, log_probs, state = policy_step(model, act, buffer.obs[t], noise[t], state, starts)
+            actions, values, log_probs, state = policy_step(model, act, buffer.obs[t], noise[noise_index[t]], state,
+                                                           starts)
             actions = buffer_actions(self.action_space, model, actions)
             buffer.actions[t] = actions
             buffer.values[t] = values
