@@ -9,6 +9,7 @@ import keras
 import pytest
 
 from tests.helpers.runner import ROOT, child_env, tensorboard_steps
+from unstable_ppo.run_settings import CONFIG_DIR
 
 SHORT = ("--env_id=CartPole-v1", "--num_envs=2", "--num_steps=32", "--num_epochs=2", "--batch_size=32",
          "--eval_episodes=2", "--verbose=2")
@@ -134,7 +135,36 @@ def test_every_bundled_flagfile_names_real_flags():
         assert values and set(values) <= names, name
     assert runner.env_config_file("BreakoutNoFrameskip-v4").endswith("atari.flags")
     assert runner.env_config_file("ALE/Pong-v5").endswith("atari.flags")
-    assert runner.env_config_file("MountainCar-v0") is None
+    assert runner.env_config_file("FrozenLake-v1") is None
+
+
+SETTLE = """
+import sys
+import gymnasium as gym
+from absl import flags
+import unstable_ppo.run  # defines the runner's flags
+from unstable_ppo.run_settings import RunSettings
+flags.FLAGS(["run", "--env_id=" + sys.argv[1], "--logdir=" + sys.argv[2]])
+settings = RunSettings(flags.FLAGS)
+settings.settle()
+try:
+    env = gym.make(sys.argv[1])
+except gym.error.DependencyNotInstalled as e:  # Box2D or MuJoCo not installed: the values are checked
+    print("no env:", e)
+else:
+    settings.hp.check_spaces(env.observation_space, env.action_space)
+print(settings.config_file, settings.total)
+"""
+
+
+@pytest.mark.parametrize("config", sorted(n for n in os.listdir(CONFIG_DIR) if n != "atari.flags"))
+def test_every_bundled_flagfile_settles_into_valid_settings(tmp_path, config):
+    """Each env's flagfile passes the runner's own checks, and its options fit the env's spaces."""
+    env_id = config[: -len(".flags")]
+    proc = subprocess.run([sys.executable, "-c", SETTLE, env_id, str(tmp_path / "run")], env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith(os.path.join(CONFIG_DIR, config))
 
 
 def test_play_best_and_record_video(tmp_path, run_runner):

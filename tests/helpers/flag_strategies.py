@@ -65,6 +65,8 @@ FLAG_VALUES = {
     "eta_kl": ([0.0, 50.0], [-1.0, _NAN, _INF]),
     "eta": ([0.0, 0.1, 1.0], [-1.0, _NAN, _INF]),  # non-zero on a Discrete action space: an error
     "nn_std": (BOOLS, []),  # true on a Discrete action space: an error
+    "use_sde": (BOOLS, []),  # true on a Discrete action space, or with nn_std: an error
+    "sde_sample_freq": ([-1, 1, 4], [0, -2, "x"]),  # not -1 without --use_sde: an error
     "reward_transform": (["identity", "scale", "positive"], ["", "SCALE", "log", "scale "]),
     "reward_scale": ([1e-3, 0.01, 1.0, 100.0], BAD_FLOATS),
     "normalize_obs": (BOOLS, []),
