@@ -198,21 +198,25 @@ def ray_cluster():
         ray.shutdown()
 
 
-@pytest.mark.parametrize("recurrent", [False, True])
-def test_ray_actors_collect_the_same_rollouts_as_one_vector_env(ray_cluster, recurrent):
-    """A recurrent policy's LSTM states and episode starts come back with the rest of the rollout."""
+@pytest.mark.parametrize("policy", ["mlp", "recurrent", "gsde"])
+def test_ray_actors_collect_the_same_rollouts_as_one_vector_env(ray_cluster, policy):
+    """A recurrent policy's LSTM states and episode starts come back with the rest of the rollout;
+    gSDE's actors act with their own envs' exploration matrices, redrawn on the same steps."""
     from unstable_ppo.ray_gather import RayGatherer
 
-    env_id = "CartPoleNoVel-v1" if recurrent else "CartPole-v1"
+    env_id = {"mlp": "CartPole-v1", "recurrent": "CartPoleNoVel-v1", "gsde": "Pendulum-v1"}[policy]
     settings = dict(seed=5, num_envs=4, num_steps=48, batch_size=64)
-    if recurrent:
+    if policy == "recurrent":
         settings.update(recurrent=True, timestep_size=16, hidden_layer_size=16)
+    if policy == "gsde":
+        settings.update(use_sde=True, sde_sample_freq=5)
+    count = 5 if policy == "gsde" else 2  # Pendulum's episodes last 200 steps
     local = PPO(env_id, **settings)
-    expected = _rollouts(local)
+    expected = _rollouts(local, count)
     driver = PPO(env_id, **settings)
     gatherer = RayGatherer(driver, env_id, 2, seed=5)
     try:
-        got = _rollouts(driver, collect=gatherer.collect_rollout)
+        got = _rollouts(driver, count, collect=gatherer.collect_rollout)
     finally:
         gatherer.close()
     assert driver.rng.random() == local.rng.random()  # the driver's RNG moved on as in-process
