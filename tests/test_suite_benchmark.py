@@ -1,0 +1,158 @@
+"""benchmarks/suite.py without training: its statistics, what it does with a run directory, the report.
+
+Run directories are written by hand (metrics.json, model/latest/ppo.json, training.log, Monitor
+CSVs, as the runner writes them); the env probe, a subprocess, is replaced by a stub. Nothing here
+imports Keras or depends on the backend.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def suite():
+    if BENCHMARKS not in sys.path:
+        sys.path.insert(0, BENCHMARKS)  # suite.py imports harness as a sibling, as when run as a script
+    spec = importlib.util.spec_from_file_location("benchmarks_suite", os.path.join(BENCHMARKS, "suite.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(logdir, steps, backend="tensorflow", final=None, resumed=False):
+    """A run directory: a checkpoint's ppo.json for `steps`, and metrics.json if `final` is given."""
+    os.makedirs(os.path.join(logdir, "model", "latest"), exist_ok=True)
+    with open(os.path.join(logdir, "model", "latest", "ppo.json"), "w") as f:
+        json.dump({"keras_backend": backend, "num_timesteps": steps,
+                   "run": {"flags": {"total_timesteps": steps, "num_episodes": None}}}, f)
+    log = ["2026-12-02 10:00:00,000 new run: flags {}", "2026-12-02 10:00:30,500 update 1: ..."]
+    if resumed:
+        log += ["2026-12-02 10:00:31,000 stopped by SIGTERM after 256 steps: checkpoint saved",
+                "2026-12-02 11:00:00,000 resumed run: flags {}", "2026-12-02 11:00:10,000 update 2: ..."]
+    with open(os.path.join(logdir, "training.log"), "w") as f:
+        f.write("\n".join(log) + "\n")
+    os.makedirs(os.path.join(logdir, "monitor"), exist_ok=True)
+    with open(os.path.join(logdir, "monitor", "0.monitor.csv"), "w") as f:
+        f.write("#" + json.dumps({"t_start": 1000.0, "env_id": "CartPole-v1"}) + "\nr,l,t\n")
+        f.writelines(f"{10 + i},{10 + i},{i}\n" for i in range(30))
+    if final is not None:
+        with open(os.path.join(logdir, "metrics.json"), "w") as f:
+            json.dump({"env_id": "CartPole-v1", "backend": backend, "total_timesteps": steps + 48,
+                       "wall_time_s": 12.5, "steps_per_second": 160.0, "eval_episodes": 10,
+                       "eval_deterministic": True, "eval_wall_time_s": 1.0,
+                       "latest": {"mean_return": final, "std_return": 1.0},
+                       "best": {"mean_return": final + 1, "std_return": 0.0}}, f)
+
+
+def test_iqm_weights(suite):
+    assert suite.iqm_weights(1) == pytest.approx([1.0])
+    assert suite.iqm_weights(2) == pytest.approx([0.5, 0.5])
+    assert suite.iqm_weights(3) == pytest.approx([1 / 6, 2 / 3, 1 / 6])
+    assert suite.iqm_weights(4) == pytest.approx([0, 0.5, 0.5, 0])
+    for n in range(1, 20):
+        assert suite.iqm_weights(n).sum() == pytest.approx(1.0)
+
+
+def test_iqm_is_trim_mean_for_multiples_of_4(suite):
+    scores = [7.0, -3.0, 100.0, 2.0, 5.0, 1.0, 0.0, 9.0]  # sorted: -3 0 1 2 5 7 9 100
+    assert suite.iqm(scores) == pytest.approx(np.mean([1.0, 2.0, 5.0, 7.0]))
+    assert suite.iqm([3.0, 1.0, 2.0]) == pytest.approx((1 + 4 * 2 + 3) / 6)
+    assert suite.iqm([]) is None
+
+
+def test_bootstrap_ci(suite):
+    scores = [100.0, 250.0, 480.0]
+    low, high = suite.bootstrap_ci(scores)
+    eps = 1e-9  # rounding in the weighted sums
+    assert min(scores) - eps <= low <= suite.iqm(scores) <= high <= max(scores) + eps
+    assert suite.bootstrap_ci(scores) == [low, high]  # fixed bootstrap seed
+    assert suite.bootstrap_ci([42.0]) == [42.0, 42.0]
+    assert suite.bootstrap_ci([]) is None
+
+
+def test_normalized(suite):
+    assert suite.normalized(500.0, 20.0, 500.0) == pytest.approx(1.0)
+    assert suite.normalized(20.0, 20.0, 500.0) == pytest.approx(0.0)
+    assert suite.normalized(-130.0, -500.0, -73.5) == pytest.approx(370 / 426.5)
+    assert suite.normalized(1.0, None, 500.0) is None
+    assert suite.normalized(1.0, 0.0, None) is None
+
+
+def test_run_state(suite, tmp_path):
+    logdir = str(tmp_path / "run")
+    assert suite.run_state(logdir, 2000, "jax") == ("new", None)
+    fake_run(logdir, 2000, backend="jax")
+    assert suite.run_state(logdir, 2000, "jax") == ("resume", None)
+    state, reason = suite.run_state(logdir, 3000, "jax")
+    assert state == "conflict" and "2000 steps, not 3000" in reason
+    state, reason = suite.run_state(logdir, 2000, "torch")
+    assert state == "conflict" and "jax run" in reason
+    fake_run(logdir, 2000, backend="jax", final=400.0)
+    assert suite.run_state(logdir, 2000, "jax") == ("finished", None)
+
+
+def test_collect_run_sums_sessions(suite, tmp_path):
+    logdir = str(tmp_path / "run")
+    fake_run(logdir, 2000, final=400.0, resumed=True)
+    run = suite.collect_run("CartPole-v1", 0, logdir, 2000, "tensorflow")
+    assert run["state"] == "finished" and run["final"] == 400.0
+    assert run["resumed"] and run["sessions"] == 2
+    assert run["log_wall_time_s"] == pytest.approx(31.0 + 10.0)
+
+
+def test_job_command(suite):
+    args = suite.parse_args(["--backend=jax", "--nice=10"])
+    job = suite.Job("CartPole-v1", 2, "/tmp/x/CartPole-v1/2", resume=True, steps=2000)
+    command = job.command(args)
+    assert command[:3] == ["nice", "-n", "10"]
+    assert command[4:7] == ["-m", "unstable_ppo.run", "--env_id=CartPole-v1"]
+    assert {"--seed=2", "--logdir=/tmp/x/CartPole-v1/2", "--backend=jax", "--total_timesteps=2000",
+            "--resume"} <= set(command)
+    command = suite.Job("CartPole-v1", 0, "/tmp/y", resume=False, steps=None).command(suite.parse_args(["--nice=0"]))
+    assert command[0] == sys.executable and "--resume" not in command
+    assert not any(c.startswith("--total_timesteps") for c in command)
+
+
+def test_report(suite, tmp_path, monkeypatch, capsys):
+    """--report on finished, unfinished and conflicting runs, a skipped env: the table, JSON and PNG."""
+    pytest.importorskip("matplotlib")
+    logroot, output = tmp_path / "runs", tmp_path / "out"
+    budget = suite.scaled(suite.budget_of("CartPole-v1")[0], 0.02)
+    fake_run(str(logroot / "CartPole-v1" / "0"), budget, final=100.0)
+    fake_run(str(logroot / "CartPole-v1" / "1"), budget, final=300.0, resumed=True)
+    fake_run(str(logroot / "CartPole-v1" / "2"), budget)  # stopped: not counted
+    fake_run(str(logroot / "Pendulum-v1" / "0"), 999)  # another budget: a conflict
+
+    def probe(env_ids, cache):
+        out = {e: {"status": "ok", "random": {"mean_return": 20.0, "episodes": suite.RANDOM_EPISODES}}
+               for e in env_ids}
+        out["Hopper-v5"] = {"status": "skipped", "reason": "MuJoCo is not installed"}
+        return out
+
+    monkeypatch.setattr(suite, "probe", probe)
+    code = suite.main(["--envs=CartPole-v1,Pendulum-v1,Hopper-v5", "--seeds=3", "--budget_scale=0.02", "--report",
+                       f"--logroot={logroot}", f"--output={output}"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "budget × 0.02 (a scaled check, NOT the Zoo's budget)" in table
+    assert "| CartPole-v1 | 2k | 2/3 | 200.0 ± 100.0 |" in table
+    assert "160 † | 12 s † |" in table  # a resumed run: last session's figures, marked
+    assert "skipped: MuJoCo is not installed" in table
+    assert "conflict (1/3 seeds)" in table
+    (json_path,) = output.glob("suite_*_scale0.02.json")
+    assert os.path.isfile(str(json_path)[:-5] + ".png")
+    data = json.loads(json_path.read_text())
+    assert data["suite"]["budget_scale"] == 0.02 and data["table"] in table
+    cartpole = data["envs"][0]
+    assert cartpole["scores"] == [100.0, 300.0] and cartpole["unfinished"] == [2]
+    assert cartpole["normalized"] == pytest.approx((200 - 20) / (500 - 20))
+    assert data["random"]["CartPole-v1"]["mean_return"] == 20.0
+    assert suite.cached_random(str(output))["CartPole-v1"]["mean_return"] == 20.0
