@@ -37,12 +37,14 @@ def test_initial_weights_do_not_depend_on_the_backend(tmp_path):
     here = keras.backend.backend()
     other = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[here]
     script = "import sys, numpy as np\nfrom unstable_ppo import PPO\n" \
-             "np.savez(sys.argv[1], *PPO('Pendulum-v1', seed=4).model.get_weights())\n"
+             "np.savez(sys.argv[1], *PPO('Pendulum-v1', seed=4).model.get_weights(), " \
+             "*PPO('Pendulum-v1', seed=4, ortho_init=False).model.get_weights())\n"
     env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
     out = str(tmp_path / "w.npz")
     subprocess.run([sys.executable, "-c", script, out], env=env, check=True, timeout=300)
     theirs = np.load(out)
-    ours = PPO("Pendulum-v1", seed=4).model.get_weights()
+    ours = [*PPO("Pendulum-v1", seed=4).model.get_weights(),
+            *PPO("Pendulum-v1", seed=4, ortho_init=False).model.get_weights()]
     assert len(ours) == len(theirs.files)
     for i, w in enumerate(ours):
         np.testing.assert_array_equal(w, theirs[f"arr_{i}"])

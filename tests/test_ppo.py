@@ -171,6 +171,25 @@ def test_orthogonal_initialisation_gains(small_ppo):
     assert not ppo.model.shared_net and ppo.model.value_torso is not ppo.model.policy_torso
 
 
+def test_uniform_initialisation_without_ortho_init(small_ppo):
+    """ortho_init=False: PyTorch's default, kernel and bias uniform in ±1/sqrt(fan_in), layer by layer."""
+    ppo = small_ppo("Pendulum-v1", seed=0, ortho_init=False)
+    model = ppo.model
+    layers = [*model.policy_torso.layers[1:], *model.value_torso.layers[1:], model.policy_head, model.value_head]
+    for layer in layers:
+        kernel, bias = ops.convert_to_numpy(layer.kernel), ops.convert_to_numpy(layer.bias)
+        bound = 1.0 / np.sqrt(kernel.shape[0])
+        for w in (kernel, bias):
+            assert 0 < np.abs(w).max() <= bound
+            assert w.size < 16 or np.abs(w).max() > 0.7 * bound  # spread over the range, not near 0
+        if kernel.size >= 64:
+            assert abs(kernel.std() / (bound / np.sqrt(3.0)) - 1.0) < 0.2  # a uniform's std
+    assert model.get_config()["ortho_init"] is False
+    other = small_ppo("Pendulum-v1", seed=0, ortho_init=False).model
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)  # seeded
+
+
 def test_fit_runs_the_same_train_step(small_ppo):
     ppo = small_ppo(seed=0)
     buffer = make_buffer(ppo)

@@ -67,6 +67,8 @@ class Hyperparameters:
     nn_std: bool = setting(False, "network", "Box actions: the network predicts the log-std (else a free "
                            "variable).")
     log_std_init: float = setting(0.0, "network", "Box actions: the Gaussian's initial log-std.")
+    ortho_init: bool = setting(True, "network", "Orthogonal initialisation (gains sqrt(2), 0.01, 1); "
+                               "--noortho_init: PyTorch's default uniform init, as the RL Zoo's ortho_init=False.")
     # gSDE (Raffin et al., 2021), as Stable-Baselines3's use_sde / sde_sample_freq.
     use_sde: bool = setting(False, "network", "Box actions: generalized State-Dependent Exploration (gSDE), noise "
                             "linear in the policy's features, held for --sde_sample_freq steps.")

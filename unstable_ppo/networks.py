@@ -11,7 +11,10 @@ before every step that starts an episode — in acting (sequences of one step) a
 training alike, so both compute the same thing.
 
 Orthogonal initialisation with the gains of the PPO reference code: sqrt(2) in the
-torso, 0.01 on the policy head (near-uniform first policy), 1 on the value head.
+torso, 0.01 on the policy head (near-uniform first policy), 1 on the value head. With
+`ortho_init=False` the dense and convolution layers instead start as PyTorch's defaults do
+(kernel and bias uniform in ±1/sqrt(fan_in)), Stable-Baselines3's `ortho_init=False`,
+which some of the RL Zoo's tuned settings rely on.
 
 Plain Keras: nothing here knows the loss or a backend's trainer. The trainable PPO
 model, `unstable_ppo.model.ActorCritic`, is this network with both mixed in.
@@ -201,6 +204,7 @@ class ActorCriticNetwork(keras.Model):
         nn_std=False,
         log_std_init=0.0,
         use_sde=False,
+        ortho_init=True,
         recurrent=False,
         hidden_layer_size=128,
         shared_lstm=True,
@@ -253,6 +257,7 @@ class ActorCriticNetwork(keras.Model):
         if use_sde and self.nn_std:
             raise ValueError("use_sde (gSDE) learns its own noise matrix: it cannot be combined with nn_std")
         self.use_sde = bool(use_sde)
+        self.ortho_init = bool(ortho_init)
 
         self.seed = seed
         seeds = _seed_stream(seed)
@@ -291,6 +296,8 @@ class ActorCriticNetwork(keras.Model):
                 name="log_std",
             )
         self.build((None, *observation_space.shape))
+        if not self.ortho_init:
+            self._uniform_init(seed)
 
     def build(self, input_shape):
         x = self.encoder.compute_output_shape(input_shape)
@@ -337,6 +344,20 @@ class ActorCriticNetwork(keras.Model):
             params = ops.concatenate([params, log_std], axis=-1)
         value = self.value_head(h_vf)[:, 0]
         return (params, value, state) if self.recurrent else (params, value)
+
+    def _uniform_init(self, seed):
+        """PyTorch's default init of every dense and convolution layer, drawn with numpy (the same on every
+        backend): kernel and bias uniform in ±1/sqrt(fan_in). The LSTM cells keep theirs."""
+        rng = np.random.default_rng(None if seed is None else [int(seed), 1])
+        stacks = [self.policy_torso] + ([] if self.shared_net else [self.value_torso])
+        if self.recurrent:
+            stacks += [self.policy_lstm_head, self.value_lstm_head]
+        for layer in [inner for stack in stacks for inner in stack.layers] + [self.policy_head, self.value_head]:
+            if not hasattr(layer, "kernel"):
+                continue
+            bound = 1.0 / math.sqrt(int(np.prod(layer.kernel.shape[:-1])))
+            for variable in (layer.kernel, layer.bias):
+                variable.assign(rng.uniform(-bound, bound, tuple(variable.shape)).astype(np.float32))
 
     def _recurrent_step(self, h_pi, h_vf, state, episode_starts, sequence_length):
         """Torso features of sequence-major rows -> LSTM outputs of the same rows, and the final states."""
@@ -404,6 +425,7 @@ class ActorCriticNetwork(keras.Model):
             "nn_std": self.nn_std,
             "log_std_init": self.log_std_init,
             "use_sde": self.use_sde,
+            "ortho_init": self.ortho_init,
             "recurrent": self.recurrent,
             "hidden_layer_size": self.hidden_layer_size,
             "shared_lstm": self.shared_lstm,

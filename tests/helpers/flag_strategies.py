@@ -65,6 +65,7 @@ FLAG_VALUES = {
     "eta_kl": ([0.0, 50.0], [-1.0, _NAN, _INF]),
     "eta": ([0.0, 0.1, 1.0], [-1.0, _NAN, _INF]),  # non-zero on a Discrete action space: an error
     "nn_std": (BOOLS, []),  # true on a Discrete action space: an error
+    "ortho_init": (BOOLS, []),
     "use_sde": (BOOLS, []),  # true on a Discrete action space, or with nn_std: an error
     "sde_sample_freq": ([-1, 1, 4], [0, -2, "x"]),  # not -1 without --use_sde: an error
     "reward_transform": (["identity", "scale", "positive"], ["", "SCALE", "log", "scale "]),
