@@ -355,6 +355,13 @@ class PPO:
         """
         return saving.save(self, path, extra)
 
+    def export(self, path: str | os.PathLike, format: str = "onnx", overwrite: bool = False) -> str | os.PathLike:
+        """Write the deterministic policy to `path` as "onnx", "tf_saved_model" or "litert", with a
+        `policy.json` beside it, to run without this package (see `unstable_ppo.export`)."""
+        from unstable_ppo.export import export  # late: TensorFlow and the exporters load only when used
+
+        return export(self, path, format, overwrite)
+
     @classmethod
     def load(cls, path: str | os.PathLike, env: EnvLike | None = None, seed: int | None = None, verbose: int = 0,
              best: bool = False) -> "PPO":
