@@ -10,12 +10,17 @@ EXTRAS = {
     # a CUDA build (install it without the "torch" extra, which pins the CPU build these machines use).
     "cuda": ["jax[cuda12]>=0.4.30", "tensorflow[and-cuda]>=2.16"],
     "mujoco": ["gymnasium[mujoco]"],  # HalfCheetah-v5 and the other MuJoCo tasks
+    "box2d": ["gymnasium[box2d]"],  # LunarLander-v3, LunarLanderContinuous-v3, BipedalWalker-v3
     "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
     "ray": ["ray>=2.9"],  # --ray_address: gathering workers as Ray actors, on one machine or a cluster
+    "export": ["onnx>=1.15", "onnxruntime>=1.17", "tf2onnx>=1.16"],  # PPO.export; onnxruntime runs the .onnx
+    "tune": ["optuna>=4.0", "psycopg2-binary>=2.9", "matplotlib>=3.7"],  # unstable_ppo.tune; PostgreSQL storage
     "test": [
         "pytest>=8", "scipy>=1.10", "hypothesis>=6",
         "matplotlib>=3.7", "moviepy>=1.0", "gymnasium[classic-control]",
         "ray>=2.9",  # tests/test_parallel.py starts a real local Ray instance
+        "optuna>=4.0", "psycopg2-binary>=2.9",  # tests/test_tune.py (SQLite, and a real PostgreSQL if installed)
+        "onnx>=1.15", "onnxruntime>=1.17", "tf2onnx>=1.16",  # tests/test_export.py
     ],
     "benchmarks": ["stable-baselines3>=2.3", "sb3-contrib>=2.3", "matplotlib>=3.7"],
 }
@@ -47,6 +52,8 @@ setup(
             "unstable-ppo=unstable_ppo.run:entry_point",
             "unstable-ppo-play=unstable_ppo.play:entry_point",
             "unstable-ppo-plot=unstable_ppo.plot:entry_point",
+            "unstable-ppo-export=unstable_ppo.export:entry_point",
+            "unstable-ppo-tune=unstable_ppo.tune:entry_point",
         ]
     },
 )
