@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -274,3 +275,48 @@ def test_recurrent_run_on_a_memory_task_trains_resumes_and_plays(tmp_path, run_r
                            "--episodes=2"], env=env, capture_output=True, text=True, timeout=300)
     assert play.returncode == 0, play.stderr[-3000:]
     assert play.stdout.strip().splitlines()[-1].endswith("episodes=2")
+
+
+def test_a_missing_env_extra_is_named(tmp_path, run_runner):
+    """An env whose Box2D/MuJoCo is missing: one line naming this package's extra."""
+    import gymnasium as gym
+
+    from unstable_ppo.envs import make_env
+
+    with pytest.raises(gym.error.DependencyNotInstalled, match=r'needs the box2d extra: pip install -e "\.\[box2d\]"'):
+        make_env("tests.helpers.envs:NeedsBox2D-v0")
+    proc = run_runner("--env_id=tests.helpers.envs:NeedsBox2D-v0", f"--logdir={tmp_path}/run", cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        'error: tests.helpers.envs:NeedsBox2D-v0 needs the box2d extra: pip install -e ".[box2d]" (gymnasium says: Box2D')
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--bogus=3", "Unknown command line flag 'bogus'"),
+    ("--num_envs=x", "flag --num_envs=x: invalid literal"),
+    ("--normalize_obs=maybe", "flag --normalize_obs=maybe: ('Non-boolean argument"),
+])
+def test_a_bad_flagfile_line_is_named_with_its_file_and_line(tmp_path, run_runner, line, message):
+    flagfile = tmp_path / "mine.flags"
+    flagfile.write_text(f"# my settings\n--num_epochs=1\n{line}\n")
+    proc = run_runner(f"--flagfile={flagfile}", f"--logdir={tmp_path}/run")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {flagfile}:3: {message}")
+
+
+def test_a_bad_bundled_flagfile_line_is_named_with_its_file_and_line(tmp_path):
+    from absl import flags as absl_flags
+
+    from unstable_ppo.cli import UsageError
+    from unstable_ppo.run_settings import apply_defaults, read_flagfile
+
+    values = absl_flags.FlagValues()
+    absl_flags.DEFINE_integer("num_envs", 1, "", flag_values=values)
+    values(["run"])
+    for text, message in [("--num_envs=2\n--bogus=1\n", "sets an unknown flag --bogus"),
+                          ("# x\n--num_envs=x\n", "bad value for --num_envs")]:
+        path = tmp_path / "Env-v0.flags"
+        path.write_text(text)
+        with pytest.raises(UsageError, match=rf"^{re.escape(str(path))}:2:? .*{re.escape(message)}") as error:
+            apply_defaults(values, read_flagfile(str(path)), str(path))
+        assert "\n" not in str(error.value)

@@ -1,6 +1,7 @@
 """What the command-line tools share: backend selection and one-line errors."""
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -41,7 +42,32 @@ def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        fail(e)
+        fail(_in_flagfile(argv, e))
+
+
+def _in_flagfile(argv, error):
+    """`error`, prefixed with `FILE:LINE:` when a `--flagfile` given on the command line set the flag it names."""
+    message = str(error)
+    named = re.search(r"flag '?-{0,2}([A-Za-z_]\w*)", message)
+    if not named:
+        return message
+    name = named.group(1)
+    names = {name, name[2:]} if name.startswith("no") else {name}  # --nofoo is foo's
+    spellings = {f"--{n}" for n in names} | {f"--no{n}" for n in names}
+    for arg in argv[1:]:
+        if not arg.startswith("--flagfile="):
+            continue
+        path = arg.split("=", 1)[1]
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            flag = line.strip().split("=", 1)[0]
+            if flag in spellings:
+                return f"{path}:{number}: {message}"
+    return message
 
 
 def exit_on_error(fn, *args):

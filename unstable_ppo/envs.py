@@ -108,13 +108,31 @@ def _vector_of(vectorization_mode, indices, env_id, env_kwargs, monitor_dir, ata
     )
 
 
+# gymnasium's extras and this package's extra that installs each (setup.py).
+EXTRAS = {"mujoco": "mujoco", "box2d": "box2d"}
+
+
+def make_env(env_id, **env_kwargs):
+    """`gym.make`, with a missing MuJoCo or Box2D named by the extra that installs it."""
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        extra = next((x for key, x in EXTRAS.items() if key in message.lower()), None)
+        if extra is None:
+            raise
+        raise gym.error.DependencyNotInstalled(
+            f"{env_id} needs the {extra} extra: pip install -e \".[{extra}]\" (gymnasium says: {message})"
+        ) from None
+
+
 def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_append, max_episode_steps,
               video_dir, video_episodes):
     filename = None if monitor_dir is None else os.path.join(monitor_dir, f"{index}.monitor.csv")
     if atari:
         env = make_atari_env(env_id, training, filename, monitor_append, **env_kwargs)
     else:
-        env = Monitor(gym.make(env_id, **env_kwargs), filename, append=monitor_append)
+        env = Monitor(make_env(env_id, **env_kwargs), filename, append=monitor_append)
     if max_episode_steps is not None:
         env = TimeLimit(env, max_episode_steps)
     if video_dir is not None:

@@ -63,16 +63,29 @@ def env_config_file(env_id: str) -> str | None:
 
 
 def apply_defaults(argv_flags: flags.FlagValues, values: dict, source: str) -> None:
-    """Make `values` ({flag: value or string}) the defaults of flags not given explicitly."""
+    """Make `values` ({flag: value or string}) the defaults of flags not given explicitly.
+
+    `source` names where they come from in errors: a flagfile's path (then with the line), or a phrase.
+    """
     for name, value in values.items():
         if name not in argv_flags:
-            raise UsageError(f"{source} sets an unknown flag --{name}")
+            raise UsageError(f"{_where(source, name)} sets an unknown flag --{name}")
         if argv_flags[name].present:
             continue
         try:
             argv_flags.set_default(name, value)
         except (flags.IllegalFlagValueError, ValueError) as e:
-            raise UsageError(f"{source}: bad value for --{name}: {e}") from None
+            raise UsageError(f"{_where(source, name)}: bad value for --{name}: {e}") from None
+
+
+def _where(source, name):
+    """`path:line` of the flag `name` in the flagfile `source`; else `source` as it is."""
+    if os.path.isfile(source):
+        with open(source) as f:
+            for number, line in enumerate(f, 1):
+                if line.strip().split("=", 1)[0] == f"--{name}":
+                    return f"{source}:{number}"
+    return source
 
 
 def read_flagfile(path: str) -> dict[str, str]:

@@ -82,3 +82,15 @@ class ScriptedRewardEnv(gym.Env):
         reward = self.SCRIPT[self.t % len(self.SCRIPT)]
         self.t += 1
         return self._obs(), reward, False, self.t >= self.episode_length, {}
+
+
+class NeedsBox2D(gym.Env):
+    """What making a Box2D env does on a machine without Box2D."""
+
+    def __init__(self):
+        raise gym.error.DependencyNotInstalled(
+            'Box2D is not installed, you can install it by run `pip install swig` followed by '
+            '`pip install "gymnasium[box2d]"`')
+
+
+gym.register("NeedsBox2D-v0", entry_point=NeedsBox2D)
