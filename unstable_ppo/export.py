@@ -20,13 +20,24 @@ model is backend-neutral, so a model trained on JAX or PyTorch exports the same 
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 
+import numpy as np
+from absl import flags
+from gymnasium import spaces
+
+from unstable_ppo import __version__, atari
+from unstable_ppo.acting import obs_dtype
+from unstable_ppo.checkpoint import resolve_checkpoint
 from unstable_ppo.cli import UsageError, run_app, select_backend
+from unstable_ppo.normalize import CLIP_OBS
+from unstable_ppo.spaces import is_image_space, space_to_json
 
 FORMATS = ("onnx", "tf_saved_model", "litert")
 # What each format needs beyond the core dependencies (TensorFlow is one of them).
@@ -87,7 +98,7 @@ def check_request(output, format, overwrite):
 def export(ppo, path, format="onnx", overwrite=False):
     """`PPO.export`: write the deterministic policy of `ppo` to `path`, and `policy.json`; returns `path`."""
     check_request(path, format, overwrite)
-    import keras
+    import keras  # late: Keras starts after the request is checked
 
     if keras.backend.backend() == "tensorflow":
         write(ppo, path, format)
@@ -119,10 +130,6 @@ def export_in_subprocess(model_dir, output, format, best=False, overwrite=False)
 
 def signature(ppo):
     """`[(name, shape, dtype)]` of the policy's inputs and outputs, batch axis `None` first."""
-    from gymnasium import spaces
-
-    from unstable_ppo.acting import obs_dtype
-
     model = ppo.model
     inputs = [("obs", (None, *ppo.observation_space.shape), str(obs_dtype(model)))]
     space = ppo.action_space
@@ -141,10 +148,7 @@ def policy_function(ppo):
     statistics as constants), the network (its encoder scales pixels and one-hot encodes Discrete
     observations), the distribution's mode, then `acting.env_actions`.
     """
-    import numpy as np
-    import tensorflow as tf
-
-    from unstable_ppo.normalize import CLIP_OBS
+    import tensorflow as tf  # late: TensorFlow loads only to build an artifact
 
     model, space = ppo.model, ppo.action_space
     rms = ppo.normalizer.obs_rms if ppo.normalizer is not None else None
@@ -179,20 +183,19 @@ def mode(dist):
     Keras's TensorFlow argmax finds -0.0 by bit-casting (`Bitcast`, `BitwiseAnd`: no ONNX op);
     this finds it as `1/x == -inf` and ranks it below +0.0 as Keras does, so ties break alike.
     """
-    from unstable_ppo.distributions import Categorical, MultiCategorical
+    from unstable_ppo.distributions import Categorical, MultiCategorical  # late: imports Keras
 
     if isinstance(dist, Categorical):
         return argmax(dist.logits)
     if isinstance(dist, MultiCategorical):
-        import tensorflow as tf
+        import tensorflow as tf  # late: TensorFlow loads only to build an artifact
 
         return tf.stack([argmax(part.logits) for part in dist.parts], axis=-1)
     return dist.mode()
 
 
 def argmax(x):
-    import numpy as np
-    import tensorflow as tf
+    import tensorflow as tf  # late: TensorFlow loads only to build an artifact
 
     negative_zero = tf.logical_and(tf.equal(x, 0.0), tf.less(tf.math.reciprocal(x), 0.0))
     x = tf.where(negative_zero, -np.finfo(np.float32).tiny, x)
@@ -201,9 +204,7 @@ def argmax(x):
 
 def env_actions(space, actions):
     """`acting.env_actions(space, acting.buffer_actions(...))` for the network's mode, in TensorFlow ops."""
-    import numpy as np
-    import tensorflow as tf
-    from gymnasium import spaces
+    import tensorflow as tf  # late: TensorFlow loads only to build an artifact
 
     if isinstance(space, spaces.Discrete):
         return tf.cast(actions, tf.int64) + int(space.start)
@@ -219,7 +220,7 @@ def env_actions(space, actions):
 
 def write(ppo, output, format):
     """Write the artifact and its `policy.json` (TensorFlow backend), each replacing what was there."""
-    import keras
+    import keras  # late: Keras starts after the request is checked
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(f"the export builds a TensorFlow graph: Keras runs on {keras.backend.backend()}")
@@ -255,7 +256,7 @@ def write_saved_model(model, fn, input_signature, path):
     Keras's `ExportArchive` would store each variable twice (its Keras wrapper and the
     `tf.Variable` inside), doubling the artifact; a bare `tf.Module` holds the `tf.Variable`s.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # late: TensorFlow loads only to build an artifact
 
     module = tf.Module()
     module.network_variables = [variable.value for variable in model.variables]
@@ -265,11 +266,10 @@ def write_saved_model(model, fn, input_signature, path):
 
 def write_onnx(fn, input_signature, path):
     """tf2onnx from the traced function; the batch axis is named `batch` in the graph's inputs and outputs."""
-    import logging
 
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
+    import onnx  # late: the export extra is optional
+    import tensorflow as tf  # late: TensorFlow loads only to build an artifact
+    import tf2onnx  # late: the export extra is optional
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     _numpy2_compatible_tf2onnx()
@@ -284,10 +284,9 @@ def write_onnx(fn, input_signature, path):
 
 def _numpy2_compatible_tf2onnx():
     """tf2onnx 1.17 still calls numpy APIs that numpy 2 removed; Keras's own ONNX export patches them."""
-    import warnings
 
     try:
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx  # late: Keras's private helper, only for ONNX
     except ImportError:  # another Keras: its tf2onnx is taken as it is
         return
     with warnings.catch_warnings():
@@ -297,7 +296,7 @@ def _numpy2_compatible_tf2onnx():
 
 def write_litert(model, fn, input_signature, path):
     """A `.tflite` flatbuffer of TFLite built-in ops only (no Flex delegate needed), from a SavedModel."""
-    import tensorflow as tf
+    import tensorflow as tf  # late: TensorFlow loads only to build an artifact
 
     with tempfile.TemporaryDirectory(prefix="unstable_ppo_litert_") as saved_model:
         write_saved_model(model, fn, input_signature, saved_model)
@@ -310,12 +309,6 @@ def write_litert(model, fn, input_signature, path):
 
 def describe(ppo, output, format):
     """The `policy.json` of an export: how to call the artifact without this package."""
-    from gymnasium.spaces import Discrete
-
-    from unstable_ppo import __version__
-    from unstable_ppo.normalize import CLIP_OBS
-    from unstable_ppo.spaces import is_image_space, space_to_json
-
     inputs, outputs = signature(ppo)
     model = ppo.model
     notes = {
@@ -344,7 +337,7 @@ def describe(ppo, output, format):
         "in_graph": {
             "normalize_obs": {"clip": CLIP_OBS} if ppo.normalizer is not None and ppo.normalizer.obs_rms else None,
             "pixels": "x / 255, channels last" if is_image_space(ppo.observation_space) else None,
-            "one_hot": int(ppo.observation_space.n) if isinstance(ppo.observation_space, Discrete) else None,
+            "one_hot": int(ppo.observation_space.n) if isinstance(ppo.observation_space, spaces.Discrete) else None,
         },
         "env_id": ppo.env_id,
         "env_preprocessing": env_preprocessing(ppo.env_id),
@@ -358,8 +351,6 @@ def describe(ppo, output, format):
 
 def env_preprocessing(env_id):
     """What the env must do before the policy sees an observation: the Atari evaluation pipeline, or nothing."""
-    from unstable_ppo import atari
-
     if env_id is None or not atari.is_atari(env_id):
         return None
     return {
@@ -375,8 +366,6 @@ def env_preprocessing(env_id):
 
 def define_flags():
     """Only for the command line: `PPO.export` imports this module, maybe beside play's or run's flags."""
-    from absl import flags
-
     flags.DEFINE_string("model_dir", None, "A run's model directory, or a directory written by PPO.save.")
     flags.DEFINE_bool("best", False, "Export the run's best checkpoint instead of its latest.")
     flags.DEFINE_string("format", "onnx", f"One of {', '.join(FORMATS)}.")
@@ -390,15 +379,13 @@ def main(argv_flags):
     if not argv_flags.output:
         raise UsageError("--output is required")
     check_request(argv_flags.output, argv_flags.format, argv_flags.overwrite)
-    from unstable_ppo.checkpoint import resolve_checkpoint
-
     model_dir = resolve_checkpoint(argv_flags.model_dir, best=argv_flags.best)
     select_backend("tensorflow")  # the graph is TensorFlow's, whichever backend trained the model
-    import keras
+    import keras  # late: Keras starts after the request is checked
 
     if keras.backend.backend() != "tensorflow":
         raise UsageError(f"the export runs on TensorFlow, but Keras is already running on {keras.backend.backend()}")
-    from unstable_ppo.ppo import PPO
+    from unstable_ppo.ppo import PPO  # late: imports Keras
 
     ppo = PPO.load(model_dir)
     write(ppo, argv_flags.output, argv_flags.format)

@@ -63,6 +63,7 @@ parameter-importance plots (the latter needs two completed trials whose paramete
 import collections
 import copy
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -74,12 +75,15 @@ import time
 import warnings
 import zlib
 
+import numpy as np
 from absl import flags
 
 from unstable_ppo import run as runner  # noqa: F401 - defines the runner's flags, on this FLAGS (no Keras)
-from unstable_ppo import tune_space
+from unstable_ppo import config, tune_space
 from unstable_ppo.cli import UsageError, run_app, select_backend
+from unstable_ppo.faults import EnvFailure, NonFiniteError
 from unstable_ppo.run_settings import MAX_SEED, RunSettings, render_path
+from unstable_ppo.training_run import Interrupted, RunFailed, TrainingRun
 
 flags.DEFINE_integer("n_trials", 20, "Trials to finish (COMPLETE or PRUNED) in the study, earlier calls' included.")
 flags.DEFINE_integer("budget", None, "Env steps of each trial's training run.")
@@ -184,8 +188,6 @@ class Tuner:
     def _check_space(self):
         """Every range end and choice, set in the base settings, passes the runner's checks (but the batch
         size, which a trial cuts to the rollout)."""
-        from unstable_ppo import config
-
         base = self.base_settings.flags
         for name, param in self.space.items():
             for value in param.extremes():
@@ -238,7 +240,7 @@ class Tuner:
 
 def safe_url(url):
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # late: the tune extra is optional
 
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -247,8 +249,8 @@ def safe_url(url):
 
 def open_storage(url):
     """Optuna's RDBStorage at `url`, with heartbeats; an unreachable one is a one-line error within seconds."""
-    import optuna
-    import sqlalchemy
+    import optuna  # late: the tune extra is optional
+    import sqlalchemy  # late: the tune extra is optional
 
     try:
         parsed = sqlalchemy.engine.make_url(url)
@@ -257,8 +259,6 @@ def open_storage(url):
     dialect = parsed.get_backend_name()
     if parsed.drivername == "postgresql":
         # SQLAlchemy 2.1 takes psycopg (3) for a plain postgresql:// URL; the "tune" extra installs psycopg2.
-        import importlib.util
-
         if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
             url = parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     connect_args = {"sqlite": {"timeout": 60}, "postgresql": {"connect_timeout": CONNECT_TIMEOUT_S},
@@ -289,12 +289,12 @@ class ClaimLock:
 
     def acquire(self):
         if self.path:
-            import fcntl
+            import fcntl  # late: POSIX only, SQLite storage only
 
             self.file = open(self.path, "a")
             fcntl.flock(self.file, fcntl.LOCK_EX)
         elif self.dialect == "postgresql":
-            from sqlalchemy import text
+            from sqlalchemy import text  # late: the tune extra is optional
 
             self.connection = self.connection or self.engine.connect()
             self.connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
@@ -306,13 +306,13 @@ class ClaimLock:
             return
         self.held = False
         if self.file is not None:
-            import fcntl
+            import fcntl  # late: POSIX only, SQLite storage only
 
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
             self.file = None
         elif self.connection is not None:
-            from sqlalchemy import text
+            from sqlalchemy import text  # late: the tune extra is optional
 
             self.connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
             self.connection.commit()
@@ -330,7 +330,7 @@ def study_attributes(tuner):
 
 
 def open_study(tuner, storage, create, sampler=None, pruner=None):
-    import optuna
+    import optuna  # late: the tune extra is optional
 
     if create:
         study = optuna.create_study(storage=storage, study_name=tuner.flags.study_name, direction="maximize",
@@ -401,8 +401,8 @@ def process_gone(identity):
 
 def fail_abandoned_trials(study, storage, log):
     """RUNNING trials whose process on this machine is gone, and those whose heartbeat is stale: FAIL."""
-    import optuna
-    from optuna.trial import TrialState
+    import optuna  # late: the tune extra is optional
+    from optuna.trial import TrialState  # late: the tune extra is optional
 
     study_id = storage.get_study_id_from_name(study.study_name)
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
@@ -422,7 +422,7 @@ def fail_abandoned_trials(study, storage, log):
 
 
 def trial_counts(storage, study):
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # late: the tune extra is optional
 
     study_id = storage.get_study_id_from_name(study.study_name)
     done = len(storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -433,8 +433,6 @@ def trial_counts(storage, study):
 # -- one trial: a runner run ----------------------------------------------------------------------------------
 
 def _trial_run_class():
-    from unstable_ppo.training_run import TrainingRun
-
     class TrialRun(TrainingRun):
         """A runner run that reports each evaluation to the trial, and stops when the pruner says so."""
 
@@ -489,8 +487,7 @@ class Worker:
             print(f"{self.prefix}{line}", flush=True)
 
     def run(self):
-        import numpy as np
-        import optuna
+        import optuna  # late: the tune extra is optional
 
         tuner = self.tuner
         storage = open_storage(tuner.storage_url)
@@ -525,7 +522,7 @@ class Worker:
             self.lock.close()
 
     def objective(self, trial):
-        import optuna
+        import optuna  # late: the tune extra is optional
 
         self.lock.release()  # the trial exists (RUNNING): other workers count it from now on
         start = time.perf_counter()
@@ -557,10 +554,7 @@ class Worker:
                  f"| {params_text(trial.params)}")
 
     def _train(self, trial, arguments, logdir):
-        import optuna
-
-        from unstable_ppo.faults import EnvFailure, NonFiniteError
-        from unstable_ppo.training_run import RunFailed
+        import optuna  # late: the tune extra is optional
 
         try:
             settings = RunSettings(fresh_runner_flags([*arguments, f"--logdir={logdir}", "--overwrite",
@@ -606,7 +600,7 @@ class Worker:
 
 def write_report(tuner, study):
     """best.flags, top_trials.txt, trials.json and the two plots in the study directory; the lines printed."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # late: the tune extra is optional
 
     os.makedirs(tuner.study_dir, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
@@ -661,14 +655,14 @@ def _write_trials_json(tuner, study, trials):
 
 
 def _plots(tuner, study, n_complete):
-    import optuna
+    import optuna  # late: the tune extra is optional
 
     try:
-        import matplotlib
+        import matplotlib  # late: the tune extra is optional
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from optuna.visualization import matplotlib as plots
+        import matplotlib.pyplot as plt  # late: the tune extra is optional
+        from optuna.visualization import matplotlib as plots  # late: the tune extra is optional
     except ImportError as e:
         return [f"plots skipped: {e} (pip install matplotlib)"]
     lines = []
@@ -720,7 +714,7 @@ def _spawn_workers(tuner):
 
 
 def tune(argv_flags):
-    import optuna
+    import optuna  # late: the tune extra is optional
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says what happened
     worker_index = os.environ.get(WORKER_ENV)
@@ -762,8 +756,6 @@ def tune(argv_flags):
 
 def _work(tuner, index):
     """A worker's life: trials until the study has enough; its exit code (130: stopped by a signal)."""
-    from unstable_ppo.training_run import Interrupted
-
     worker = Worker(tuner, index)
     try:
         return worker.run()

@@ -116,7 +116,7 @@ def read_file(path):
         raise UsageError(f"--search_space: cannot read {path}: {e.strerror or e}") from None
     if path.endswith((".yaml", ".yml")):
         try:
-            import yaml
+            import yaml  # late: PyYAML only for a YAML file
         except ImportError:
             raise UsageError(f"--search_space: {path} is YAML, which needs PyYAML (pip install pyyaml); "
                              f"or write it as JSON") from None
