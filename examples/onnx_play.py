@@ -23,6 +23,7 @@ then runs to ALE's 27,000-step cap: `--max_steps` cuts episodes shorter.
 import argparse
 import json
 import os
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +34,12 @@ class OnnxPolicy:
     """The exported policy: `policy(obs, episode_start)` -> the env's action, for one env."""
 
     def __init__(self, onnx_path):
-        with open(os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "policy.json")) as f:
+        description = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "policy.json")
+        if not os.path.isfile(onnx_path) or not os.path.isfile(description):
+            sys.exit(f"error: {onnx_path} and the policy.json beside it are what `python -m unstable_ppo.export "
+                     f"--format=onnx` writes: {onnx_path if not os.path.isfile(onnx_path) else description} "
+                     f"does not exist")
+        with open(description) as f:
             self.description = json.load(f)
         self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
         self.inputs = {spec["name"]: spec for spec in self.description["inputs"]}

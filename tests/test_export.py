@@ -348,6 +348,8 @@ def test_bad_input_through_the_api(tmp_path):
     (tmp_path / "p.onnx").write_text("")
     with pytest.raises(ValueError, match="already exists"):
         ppo.export(tmp_path / "p.onnx")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        ppo.export(tmp_path / "no" / "p.onnx")
+    with pytest.raises(ValueError, match="is not a directory"):
+        ppo.export(tmp_path / "p.onnx" / "q.onnx")
     assert os.listdir(tmp_path) == ["p.onnx"]
+    ppo.export(tmp_path / "new" / "dir" / "p.onnx")  # missing directories are made, as `mkdir -p`
+    assert sorted(os.listdir(tmp_path / "new" / "dir")) == ["p.onnx", "policy.json"]

@@ -90,8 +90,10 @@ def check_request(output, format, overwrite):
             raise ValueError(f"{policy_json_path(output, format)} already exists (one export per directory: "
                              f"its policy.json describes it): pass --overwrite (overwrite=True) to replace it")
     parent = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(parent):  # missing directories are made when the artifact is written
+        parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise FileNotFoundError(f"cannot write {output}: the directory {parent} does not exist")
+        raise ValueError(f"cannot write {output}: {parent} is not a directory")
     require(format)
 
 
@@ -225,6 +227,7 @@ def write(ppo, output, format):
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(f"the export builds a TensorFlow graph: Keras runs on {keras.backend.backend()}")
     output = os.path.abspath(os.fspath(output))
+    os.makedirs(os.path.dirname(output), exist_ok=True)
     fn, input_signature = policy_function(ppo)
     tmp = os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.tmp-{os.getpid()}")
     try:
