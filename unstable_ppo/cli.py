@@ -51,23 +51,28 @@ def _in_flagfile(argv, error):
     named = re.search(r"flag '?-{0,2}([A-Za-z_]\w*)", message)
     if not named:
         return message
-    name = named.group(1)
-    names = {name, name[2:]} if name.startswith("no") else {name}  # --nofoo is foo's
-    spellings = {f"--{n}" for n in names} | {f"--no{n}" for n in names}
     for arg in argv[1:]:
-        if not arg.startswith("--flagfile="):
-            continue
-        path = arg.split("=", 1)[1]
-        try:
-            with open(path) as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        for number, line in enumerate(lines, 1):
-            flag = line.strip().split("=", 1)[0]
-            if flag in spellings:
+        if arg.startswith("--flagfile="):
+            path = arg.split("=", 1)[1]
+            number = flagfile_line(path, named.group(1))
+            if number:
                 return f"{path}:{number}: {message}"
     return message
+
+
+def flagfile_line(path, name):
+    """The line number of flag `name` (`--name=...`, or `--noname` for `name` or, given `noname`, for `name`)
+    in the flagfile `path`; None if it is not there or the file cannot be read."""
+    names = {name, name[2:]} if name.startswith("no") else {name}
+    spellings = {f"--{n}" for n in names} | {f"--no{n}" for n in names}
+    try:
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                if line.strip().split("=", 1)[0] in spellings:
+                    return number
+    except OSError:
+        pass
+    return None
 
 
 def exit_on_error(fn, *args):

@@ -108,8 +108,8 @@ def _vector_of(vectorization_mode, indices, env_id, env_kwargs, monitor_dir, ata
     )
 
 
-# gymnasium's extras and this package's extra that installs each (setup.py).
-EXTRAS = {"mujoco": "mujoco", "box2d": "box2d"}
+# gymnasium's optional simulators; this package's extra of the same name installs each (setup.py).
+EXTRAS = ("mujoco", "box2d")
 
 
 def make_env(env_id, **env_kwargs):
@@ -118,7 +118,7 @@ def make_env(env_id, **env_kwargs):
         return gym.make(env_id, **env_kwargs)
     except gym.error.DependencyNotInstalled as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        extra = next((x for key, x in EXTRAS.items() if key in message.lower()), None)
+        extra = next((x for x in EXTRAS if x in message.lower()), None)
         if extra is None:
             raise
         raise gym.error.DependencyNotInstalled(

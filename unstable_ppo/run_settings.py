@@ -18,7 +18,7 @@ from absl import flags
 from unstable_ppo import config
 from unstable_ppo.atari import is_atari
 from unstable_ppo.checkpoint import LATEST, dangling_link, has_checkpoint, read_metadata
-from unstable_ppo.cli import UsageError
+from unstable_ppo.cli import UsageError, flagfile_line
 from unstable_ppo.parallel import check_split
 from unstable_ppo.ray_gather import check_options, connect, resolve_address
 
@@ -80,12 +80,8 @@ def apply_defaults(argv_flags: flags.FlagValues, values: dict, source: str) -> N
 
 def _where(source, name):
     """`path:line` of the flag `name` in the flagfile `source`; else `source` as it is."""
-    if os.path.isfile(source):
-        with open(source) as f:
-            for number, line in enumerate(f, 1):
-                if line.strip().split("=", 1)[0] == f"--{name}":
-                    return f"{source}:{number}"
-    return source
+    number = flagfile_line(source, name) if os.path.isfile(source) else None
+    return f"{source}:{number}" if number else source
 
 
 def read_flagfile(path: str) -> dict[str, str]:

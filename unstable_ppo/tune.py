@@ -22,22 +22,9 @@ rollout (num_envs x num_steps) is larger than the budget, or whose training dive
 the reason in its user attribute `pruned`, so that the sampler learns to avoid it.
 
 **The default search space** is the RL Zoo's PPO space (rl-baselines3-zoo, `rl_zoo3/hyperparams_opt.py`,
-`sample_ppo_params`), in our flag names:
-
-    flag            Zoo name        values
-    batch_size      batch_size      8, 16, 32, 64, 128, 256, 512 (cut to the rollout num_envs x num_steps)
-    num_steps       n_steps         8, 16, 32, 64, 128, 256, 512, 1024, 2048
-    gamma           gamma           0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999
-    lr              learning_rate   1e-5 .. 2e-3, log scale
-    ent_coef        ent_coef        1e-8 .. 0.1, log scale
-    clip_range      clip_range      0.1, 0.2, 0.3, 0.4
-    num_epochs      n_epochs        1, 5, 10, 20
-    gae_lambda      gae_lambda      0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0
-    max_grad_norm   max_grad_norm   0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 5
-    vf_coef         vf_coef         0 .. 1
-    hidden_sizes    net_arch        64 (tiny), 64,64 (small), 256,256 (medium): separate policy and value MLPs
-    activation      activation_fn   tanh, relu
-
+`sample_ppo_params`), in our flag names: batch_size, num_steps, gamma, lr, ent_coef, clip_range, num_epochs,
+gae_lambda, max_grad_norm, vf_coef, hidden_sizes and activation. Their ranges, the Zoo's names and where we
+differ are in `unstable_ppo.tune_space`'s docstring.
 `num_envs`, `anneal_lr` (on by default: the Zoo's sampled rates are constant) and every other flag come
 from the base settings. `--search_space=FILE` (JSON, or YAML) changes the space: see `unstable_ppo.tune_space`
 for the format, e.g. `{"lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": true},

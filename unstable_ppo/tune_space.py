@@ -20,8 +20,8 @@ DLR-RM/rl-baselines3-zoo at commit d477a07d19fa725e4c8ec38cacb5438d0c6fc1b9), ma
     activation_fn   activation      tanh, relu
 
 (*) that commit samples the learning rate in 1e-5 .. 1; the Zoo's later versions (commit 0a9df503) narrowed it
-to 1e-5 .. 0.002, which we take: a rate near 1 diverges and wastes the trial. Dropped: `ortho_init` (our
-networks are always orthogonally initialized). Not tuned: `num_envs`, `anneal_lr` and the rest come from the
+to 1e-5 .. 0.002, which we take: a rate near 1 diverges and wastes the trial. Not sampled: `ortho_init` (the Zoo's
+sampler fixes it to False; trials take the base settings' `--ortho_init`, which a search-space file can change). Not tuned: `num_envs`, `anneal_lr` and the rest come from the
 base settings (the bundled flagfile of the env id, `--flagfile`, the command line).
 
 A search-space file (JSON, or YAML with PyYAML) maps parameter names to specs, and changes the default space:
