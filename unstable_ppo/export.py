@@ -34,7 +34,7 @@ from gymnasium import spaces
 
 from unstable_ppo import __version__, atari
 from unstable_ppo.acting import obs_dtype
-from unstable_ppo.checkpoint import resolve_checkpoint
+from unstable_ppo.checkpoint import resolve_checkpoint, write_atomically
 from unstable_ppo.cli import UsageError, run_app, select_backend
 from unstable_ppo.normalize import CLIP_OBS
 from unstable_ppo.spaces import is_image_space, space_to_json
@@ -241,8 +241,13 @@ def write(ppo, output, format):
         os.replace(tmp, output)
     finally:
         _remove(tmp)
-    with open(policy_json_path(output, format), "w") as f:
-        json.dump(describe(ppo, output, format), f, indent=2)
+    description = json.dumps(describe(ppo, output, format), indent=2)
+
+    def write_description(tmp):
+        with open(tmp, "w") as f:
+            f.write(description)
+
+    write_atomically(policy_json_path(output, format), write_description)
     return output
 
 

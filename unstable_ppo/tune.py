@@ -67,6 +67,7 @@ from absl import flags
 
 from unstable_ppo import run as runner  # noqa: F401 - defines the runner's flags, on this FLAGS (no Keras)
 from unstable_ppo import config, tune_space
+from unstable_ppo.checkpoint import write_atomically
 from unstable_ppo.cli import UsageError, run_app, select_backend
 from unstable_ppo.faults import EnvFailure, NonFiniteError
 from unstable_ppo.run_settings import MAX_SEED, RunSettings, render_path
@@ -603,8 +604,7 @@ def write_report(tuner, study):
         best_eval = f"{best_eval:.2f}" if best_eval is not None else "-"
         wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else float("nan")
         table.append(f"{rank:>4} {t.number:>5} {t.value:>12.2f} {best_eval:>10} {wall:>7.0f}  {params_text(t.params)}")
-    with open(os.path.join(tuner.study_dir, "top_trials.txt"), "w") as f:
-        f.write("\n".join(lines + table) + "\n")
+    _write_text(os.path.join(tuner.study_dir, "top_trials.txt"), "\n".join(lines + table) + "\n")
     lines += table if complete else ["no COMPLETE trial yet"]
     _write_trials_json(tuner, study, trials)
     if complete:
@@ -613,13 +613,10 @@ def write_report(tuner, study):
         # Without the tuner's evaluation schedule and this machine's paths: the settings that train.
         flag_lines = [a for a in best.user_attrs.get("flags", [])
                       if not a.startswith(("--eval_interval=", "--compilation_cache_dir=", "--ray_address="))]
-        with open(path + ".tmp", "w") as f:
-            f.write(f"# unstable_ppo.tune: the best trial ({best.number}) of study {study.study_name!r}, final mean "
-                    f"return {best.value:.2f} after {budget} steps ({datetime.date.today()}).\n"
-                    f"# python -m unstable_ppo.run --flagfile=best.flags  (a later --total_timesteps=N trains "
-                    f"longer)\n")
-            f.write("\n".join(flag_lines) + "\n")
-        os.replace(path + ".tmp", path)
+        _write_text(path, f"# unstable_ppo.tune: the best trial ({best.number}) of study {study.study_name!r}, final "
+                          f"mean return {best.value:.2f} after {budget} steps ({datetime.date.today()}).\n"
+                          f"# python -m unstable_ppo.run --flagfile=best.flags  (a later --total_timesteps=N trains "
+                          f"longer)\n" + "\n".join(flag_lines) + "\n")
         lines.append(f"best trial {best.number}: mean_return={best.value:.2f}; its flags: {path}")
     lines += _plots(tuner, study, len(complete))
     lines.append(f"report in {tuner.study_dir} (top_trials.txt, trials.json)")
@@ -634,11 +631,17 @@ def _write_trials_json(tuner, study, trials):
                      "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
                      "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
                      "user_attrs": {k: v for k, v in t.user_attrs.items() if k != "worker"}})
-    path = os.path.join(tuner.study_dir, "trials.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"study_name": study.study_name, "user_attrs": study.user_attrs, "trials": rows}, f, indent=1,
-                  default=str)
-    os.replace(path + ".tmp", path)
+    _write_text(os.path.join(tuner.study_dir, "trials.json"),
+                json.dumps({"study_name": study.study_name, "user_attrs": study.user_attrs, "trials": rows}, indent=1,
+                           default=str))
+
+
+def _write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_atomically(path, write)
 
 
 def _plots(tuner, study, n_complete):
@@ -665,7 +668,7 @@ def _plots(tuner, study, n_complete):
                 warnings.simplefilter("ignore")
                 ax = plot(study)
                 figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-                figure.savefig(path, bbox_inches="tight", dpi=100)
+                write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight", dpi=100))
                 plt.close(figure)
             lines.append(f"{what}: {path}")
         except (ImportError, ValueError, RuntimeError, ZeroDivisionError, optuna.exceptions.OptunaError) as e:
