@@ -11,6 +11,8 @@ EXTRAS = {
     "cuda": ["jax[cuda12]>=0.4.30", "tensorflow[and-cuda]>=2.16"],
     "mujoco": ["gymnasium[mujoco]"],  # HalfCheetah-v5 and the other MuJoCo tasks
     "box2d": ["gymnasium[box2d]"],  # LunarLander-v3, LunarLanderContinuous-v3, BipedalWalker-v3
+    "minigrid": ["minigrid>=3.0"],  # MiniGrid envs: examples/minigrid_doorkey.py, benchmarks/dict_obs.py
+    "robotics": ["gymnasium-robotics>=1.4"],  # PointMaze and the other Gymnasium-Robotics envs (needs mujoco)
     "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
     "ray": ["ray>=2.9"],  # --ray_address: gathering workers as Ray actors, on one machine or a cluster
     "export": ["onnx>=1.15", "onnxruntime>=1.17", "tf2onnx>=1.16"],  # PPO.export; onnxruntime runs the .onnx

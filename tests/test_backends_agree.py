@@ -51,8 +51,9 @@ def test_initial_weights_do_not_depend_on_the_backend(tmp_path):
 
 
 @pytest.mark.parametrize("env_id, extra", [("CartPole-v1", {}), ("CartPoleNoVel-v1", RECURRENT),
-                                           ("Pendulum-v1", dict(use_sde=True, sde_sample_freq=4))],
-                         ids=["mlp", "lstm", "gsde"])
+                                           ("Pendulum-v1", dict(use_sde=True, sde_sample_freq=4)),
+                                           ("tests.helpers.envs:DictSpaces-v0", dict(normalize_obs=True))],
+                         ids=["mlp", "lstm", "gsde", "dict"])
 def test_three_updates_match_another_backend(tmp_path, env_id, extra):
     """Rollouts, GAE, minibatches (of sequences) and updates agree to float rounding across backends."""
     here = keras.backend.backend()

@@ -76,17 +76,10 @@ def predict(model, normalizer, observation_space, action_space, rng, obs, state=
                          "episode_start=; predict then returns (actions, next_state)")
     if not model.recurrent and (state is not None or episode_start is not None):
         raise ValueError("this model is not recurrent: it takes no state or episode_start")
-    obs = np.asarray(obs, obs_dtype(model))
-    single = obs.shape == tuple(observation_space.shape)
-    if single:
-        obs = obs[None]
-    elif obs.shape[1:] != tuple(observation_space.shape):
-        raise ValueError(
-            f"observation shape {obs.shape} does not match the model's observation space "
-            f"{tuple(observation_space.shape)} (or a batch of it)"
-        )
+    obs, single = model.obs_layout.as_batch(obs)
+    n = model.obs_layout.batch_size(obs)
     act = model.make_act_function(deterministic=deterministic)
-    noise = draw_noise(rng, model, (len(obs), model.noise_size))
+    noise = draw_noise(rng, model, (n, model.noise_size))
     if not model.recurrent:
         packed_actions = policy_step(model, act, normalizer.obs(obs), noise)[0]
         actions = env_actions(action_space, buffer_actions(action_space, model, packed_actions))
@@ -95,11 +88,11 @@ def predict(model, normalizer, observation_space, action_space, rng, obs, state=
     given_shape = state.shape
     if single and state.ndim == 1:
         state = state[None]
-    if state.shape != (len(obs), model.state_size):
-        raise ValueError(f"state has shape {given_shape}; this model needs ({len(obs)}, "
-                         f"{model.state_size}) for {len(obs)} observation(s)")
-    starts = np.zeros(len(obs), np.float32) if episode_start is None else (
-        np.asarray(episode_start, np.float32).reshape(len(obs)))
+    if state.shape != (n, model.state_size):
+        raise ValueError(f"state has shape {given_shape}; this model needs ({n}, "
+                         f"{model.state_size}) for {n} observation(s)")
+    starts = np.zeros(n, np.float32) if episode_start is None else (
+        np.asarray(episode_start, np.float32).reshape(n))
     packed_actions, _, _, next_state = policy_step(model, act, normalizer.obs(obs), noise, state, starts)
     actions = env_actions(action_space, buffer_actions(action_space, model, packed_actions))
     return (actions[0] if single else actions), next_state.reshape(given_shape)

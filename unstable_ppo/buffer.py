@@ -38,6 +38,9 @@ class RolloutBuffer:
     was acted from and whether the state was zeroed before it (`episode_starts`); its
     training batch is laid out env by env, so that every run of `sequence_length`
     consecutive rows is one env's steps, in order, inside this rollout.
+
+    Dict/Tuple observations (`obs_shape` and `obs_dtype` dicts, `observations.ObservationLayout`)
+    are a dict of arrays, one per entry; `arrays()` names them `obs.<key>`.
     """
 
     def __init__(self, num_steps, num_envs, obs_shape, obs_dtype, action_shape, action_dtype, state_size=0):
@@ -46,7 +49,10 @@ class RolloutBuffer:
         if state_size:
             self.states = np.zeros(shape + (state_size,), np.float32)
             self.episode_starts = np.zeros(shape, np.float32)
-        self.obs = np.zeros(shape + tuple(obs_shape), obs_dtype)
+        if isinstance(obs_shape, dict):
+            self.obs = {k: np.zeros(shape + tuple(obs_shape[k]), obs_dtype[k]) for k in obs_shape}
+        else:
+            self.obs = np.zeros(shape + tuple(obs_shape), obs_dtype)
         self.actions = np.zeros(shape + tuple(action_shape), action_dtype)
         self.log_probs = np.zeros(shape, np.float32)
         self.values = np.zeros(shape, np.float32)
@@ -72,17 +78,40 @@ class RolloutBuffer:
 
     def arrays(self):
         """`{name: array}` of everything a rollout filled (what a gathering worker sends back)."""
-        return {name: value for name, value in vars(self).items() if isinstance(value, np.ndarray)}
+        arrays = {}
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                arrays[name] = value
+            elif isinstance(value, dict):  # structured observations
+                arrays.update({f"{name}.{key}": entry for key, entry in value.items()})
+        return arrays
+
+    def store_obs(self, t, obs):
+        """Row `t` of the observations := `obs` (an array, or a dict of entries)."""
+        if isinstance(self.obs, dict):
+            for key, entry in obs.items():
+                self.obs[key][t] = entry
+        else:
+            self.obs[t] = obs
+
+    def obs_row(self, t):
+        return {k: v[t] for k, v in self.obs.items()} if isinstance(self.obs, dict) else self.obs[t]
 
     def store_columns(self, arrays, columns):
         """Write another buffer's `arrays()` into env columns `columns` (a slice) of this one."""
         num_envs = self.mask.shape[1]
         for name, value in arrays.items():
-            target = getattr(self, name, None)
+            owner, attribute = self, name
+            if name.startswith("obs.") and isinstance(self.obs, dict):
+                owner, attribute = self.obs, name[len("obs."):]
+            target = owner.get(attribute) if isinstance(owner, dict) else getattr(owner, attribute, None)
             full = (value.shape[0], num_envs, *value.shape[2:])
             if not isinstance(target, np.ndarray) or target.shape != full or target.dtype != value.dtype:
                 target = np.zeros(full, value.dtype)
-                setattr(self, name, target)
+                if isinstance(owner, dict):
+                    owner[attribute] = target
+                else:
+                    setattr(owner, attribute, target)
             target[:, columns] = value
 
     def training_batch(self):
@@ -95,7 +124,7 @@ class RolloutBuffer:
         else:
             flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
         batch = {
-            "obs": flat(self.obs),
+            "obs": {k: flat(v) for k, v in self.obs.items()} if isinstance(self.obs, dict) else flat(self.obs),
             "actions": flat(self.actions),
             "old_log_prob": flat(self.log_probs),
             "old_values": flat(self.values),

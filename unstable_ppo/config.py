@@ -19,6 +19,7 @@ from gymnasium import spaces
 
 from unstable_ppo.envs import VECTORIZATION_MODES
 from unstable_ppo.normalize import REWARD_TRANSFORMS
+from unstable_ppo.observations import ObservationLayout
 from unstable_ppo.parallel import check_split
 from unstable_ppo.spaces import is_image_space
 
@@ -206,10 +207,12 @@ class Hyperparameters:
                 if getattr(self, name):
                     raise ValueError(f"{name} applies to Box (continuous) action spaces only, "
                                      f"not {type(action_space).__name__}")
-        if self.normalize_obs and (
-            not isinstance(observation_space, spaces.Box) or is_image_space(observation_space)
-        ):
-            raise ValueError("normalize_obs applies to Box vector observations, not images or discrete ones")
+        if self.normalize_obs:
+            structured = isinstance(observation_space, (spaces.Dict, spaces.Tuple))
+            if structured and not ObservationLayout(observation_space).vector_entries():
+                raise ValueError("normalize_obs applies to Box vector entries: this Dict/Tuple observation has none")
+            if not structured and (not isinstance(observation_space, spaces.Box) or is_image_space(observation_space)):
+                raise ValueError("normalize_obs applies to Box vector observations, not images or discrete ones")
 
     def to_json(self):
         d = dataclasses.asdict(self)

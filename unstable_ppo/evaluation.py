@@ -8,7 +8,7 @@ and the observation normalizer's statistics stay frozen.
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from unstable_ppo.acting import buffer_actions, draw_noise, env_actions, obs_dtype, policy_step
+from unstable_ppo.acting import buffer_actions, draw_noise, env_actions, policy_step
 from unstable_ppo.envs import as_vector_env, autoreset_mode, make_vec_env
 
 
@@ -59,7 +59,7 @@ def play_episodes(ppo, vec: VectorEnv, n_episodes: int, deterministic: bool, see
     act = model.make_act_function(deterministic=deterministic)
     state, starts = (model.initial_state(n), np.ones(n, np.float32)) if model.recurrent else (None, None)
     while (done_count < targets).any():
-        obs = ppo.normalizer.obs(np.asarray(obs, obs_dtype(model)))  # frozen statistics
+        obs = ppo.normalizer.obs(model.obs_layout.convert(obs))  # frozen statistics
         noise = draw_noise(ppo.rng, model, (n, model.noise_size))
         packed_actions, _, _, state = policy_step(model, act, obs, noise, state, starts)
         actions = buffer_actions(ppo.action_space, model, packed_actions)

@@ -37,7 +37,7 @@ from unstable_ppo.acting import obs_dtype
 from unstable_ppo.checkpoint import resolve_checkpoint, write_atomically
 from unstable_ppo.cli import UsageError, run_app, select_backend
 from unstable_ppo.normalize import CLIP_OBS
-from unstable_ppo.spaces import is_image_space, space_to_json
+from unstable_ppo.spaces import is_image_space, is_structured, space_to_json
 
 FORMATS = ("onnx", "tf_saved_model", "litert")
 # What each format needs beyond the core dependencies (TensorFlow is one of them).
@@ -100,6 +100,7 @@ def check_request(output, format, overwrite):
 def export(ppo, path, format="onnx", overwrite=False):
     """`PPO.export`: write the deterministic policy of `ppo` to `path`, and `policy.json`; returns `path`."""
     check_request(path, format, overwrite)
+    check_exportable(ppo)
     import keras  # late: Keras starts after the request is checked
 
     if keras.backend.backend() == "tensorflow":
@@ -109,6 +110,12 @@ def export(ppo, path, format="onnx", overwrite=False):
         ppo.save(os.path.join(tmp, "model"))
         export_in_subprocess(os.path.join(tmp, "model"), path, format, overwrite=True)
     return path
+
+
+def check_exportable(ppo):
+    if is_structured(ppo.observation_space):
+        raise ValueError(f"export takes one observation array; this model's {type(ppo.observation_space).__name__} "
+                         "observations are not supported yet")
 
 
 def export_in_subprocess(model_dir, output, format, best=False, overwrite=False):
@@ -222,6 +229,7 @@ def env_actions(space, actions):
 
 def write(ppo, output, format):
     """Write the artifact and its `policy.json` (TensorFlow backend), each replacing what was there."""
+    check_exportable(ppo)
     import keras  # late: Keras starts after the request is checked
 
     if keras.backend.backend() != "tensorflow":

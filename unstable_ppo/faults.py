@@ -12,6 +12,7 @@ Long runs die of faults, not of bad hyperparameters. The rules here:
   is ever written as a checkpoint, so the last good one stays on disk.
 """
 
+import copy
 import logging
 import multiprocessing
 import re
@@ -20,6 +21,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorWrapper
+from gymnasium.vector.utils import iterate
 
 logger = logging.getLogger("unstable_ppo")
 
@@ -112,8 +114,8 @@ class SupervisedVectorEnv(VectorWrapper):
             obs, info = self._rebuild()
             n = self.num_envs
             final_obs = np.empty(n, dtype=object)
-            for i in range(n):
-                final_obs[i] = np.array(self._last_obs[i], copy=True)
+            for i, row in enumerate(iterate(self.observation_space, self._last_obs)):
+                final_obs[i] = copy.deepcopy(row)  # Dict/Tuple observations too
             info = {**info, "final_obs": final_obs, "_final_obs": np.ones(n, bool),
                     "env_restarted": np.ones(n, bool)}
             self._last_obs = obs

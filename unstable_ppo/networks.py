@@ -20,6 +20,7 @@ Plain Keras: nothing here knows the loss or a backend's trainer. The trainable P
 model, `unstable_ppo.model.ActorCritic`, is this network with both mixed in.
 """
 
+import importlib
 import math
 
 import keras
@@ -27,10 +28,13 @@ import numpy as np
 from keras import initializers, layers, ops
 
 from unstable_ppo.distributions import make_distribution, param_size
+from unstable_ppo.observations import ObservationLayout
 from unstable_ppo.spaces import (
     check_action_space,
     check_observation_space,
     is_image_space,
+    is_structured,
+    observation_entries,
     space_from_json,
     space_to_json,
 )
@@ -84,31 +88,97 @@ def _seed_stream(seed):
 
 
 class ObservationEncoder(layers.Layer):
-    """Raw env observations -> float features: one-hot for Discrete, 1/255 and HWC for pixels."""
+    """Raw env observations -> float features: one-hot for Discrete, 1/255 and HWC for pixels.
 
-    def __init__(self, observation_space, **kwargs):
+    A Dict or Tuple observation (a dict of entries, `observations.ObservationLayout`) is encoded
+    entry by entry, each as its space calls for, and the flattened features concatenated:
+    vector Box as is, uint8 images by a CNN of their own (the Nature CNN, or `small_cnn` below its
+    36x36 minimum), Discrete and MultiDiscrete one-hot, MultiBinary as is.
+    """
+
+    def __init__(self, observation_space, seeds=None, **kwargs):
         super().__init__(**kwargs)
         self.space = observation_space
-        self.image = is_image_space(observation_space)
+        self.entries = observation_entries(observation_space) if is_structured(observation_space) else None
+        self.image = self.entries is None and is_image_space(observation_space)
         # Frame-stacked Atari is (4, 84, 84): the channel axis is the short one.
-        self.channels_first = self.image and observation_space.shape[0] < observation_space.shape[-1]
+        self.channels_first = self.image and _channels_first(observation_space)
+        self.cnns = {}
+        if self.entries is not None:
+            for key, space in self.entries.items():
+                if is_image_space(space):
+                    name = f"cnn_{len(self.cnns)}"
+                    hwc = _hwc_shape(space)
+                    self.cnns[key] = (nature_cnn_torso(seeds, name) if min(hwc[:2]) >= NATURE_CNN_MIN_SIZE
+                                      else small_cnn_torso(seeds, name))
+
+    def build(self, input_shape):
+        for key, cnn in self.cnns.items():
+            cnn.build((None, *_hwc_shape(self.entries[key])))
+        self.built = True
 
     def call(self, obs):
-        if isinstance(self.space, spaces.Discrete):
-            return ops.one_hot(ops.cast(obs, "int32") - int(self.space.start), int(self.space.n))
-        x = ops.cast(obs, "float32")
-        if self.image:
-            x = x / 255.0
-            if self.channels_first:
-                x = ops.transpose(x, (0, 2, 3, 1))
-        return x
+        if self.entries is None:
+            return _encode_entry(self.space, obs, self.channels_first)
+        features = []
+        for key, space in self.entries.items():
+            x = _encode_entry(space, obs[key], is_image_space(space) and _channels_first(space))
+            if key in self.cnns:
+                x = self.cnns[key](x)
+            features.append(ops.reshape(x, (-1, _feature_size(space) if key not in self.cnns else x.shape[-1])))
+        return ops.concatenate(features, axis=-1) if len(features) > 1 else features[0]
 
     def compute_output_shape(self, input_shape):
-        if isinstance(self.space, spaces.Discrete):
-            return (input_shape[0], int(self.space.n))
+        space = self.space
+        if self.entries is not None:
+            size = sum(self.cnns[k].compute_output_shape((None, *_hwc_shape(s)))[-1] if k in self.cnns
+                       else _feature_size(s) for k, s in self.entries.items())
+            return (None, size)
+        if isinstance(space, spaces.Discrete):
+            return (input_shape[0], int(space.n))
+        if isinstance(space, spaces.MultiDiscrete):
+            return (input_shape[0], _feature_size(space))
         if self.channels_first:
             return (input_shape[0], *input_shape[2:], input_shape[1])
         return tuple(input_shape)
+
+
+# The Nature CNN's 8x8/4, 4x4/2, 3x3/1 windows need at least 36 pixels a side.
+NATURE_CNN_MIN_SIZE = 36
+
+
+def _channels_first(space):
+    return space.shape[0] < space.shape[-1]
+
+
+def _hwc_shape(space):
+    shape = tuple(space.shape)
+    return (*shape[1:], shape[0]) if _channels_first(space) else shape
+
+
+def _feature_size(space):
+    """Features of one encoded (non-image) entry: one-hot widths for indices, else its size."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, spaces.MultiDiscrete):
+        return int(np.sum(space.nvec))
+    return int(np.prod(space.shape))
+
+
+def _encode_entry(space, obs, channels_first=False):
+    """One observation (entry) -> float features, before any CNN."""
+    if isinstance(space, spaces.Discrete):
+        return ops.one_hot(ops.cast(obs, "int32") - int(space.start), int(space.n))
+    if isinstance(space, spaces.MultiDiscrete):
+        nvec, start = np.ravel(space.nvec), np.ravel(space.start)
+        flat = ops.reshape(ops.cast(obs, "int32"), (-1, len(nvec)))
+        return ops.concatenate([ops.one_hot(flat[:, i] - int(start[i]), int(n)) for i, n in enumerate(nvec)], axis=-1)
+    x = ops.cast(obs, "float32")
+    if is_image_space(space):
+        x = x / 255.0
+        if channels_first:
+            x = ops.transpose(x, (0, 2, 3, 1))
+    return x
 
 
 def mlp_torso(hidden_sizes, activation, seeds, name):
@@ -130,6 +200,22 @@ def nature_cnn_torso(seeds, name):
     return keras.Sequential(
         [conv(32, 8, 4), conv(64, 4, 2), conv(64, 3, 1), layers.Flatten(),
          _dense(512, HIDDEN_GAIN, seeds, "relu")],
+        name=name,
+    )
+
+
+def small_cnn_torso(seeds, name):
+    """For images below the Nature CNN's minimum (MiniGrid's 7x7 views): three 3x3 'same' convolutions,
+    the last two with stride 2, and a 128-unit layer, all ReLU."""
+
+    def conv(filters, stride):
+        return layers.Conv2D(
+            filters, 3, strides=stride, padding="same", activation="relu",
+            kernel_initializer=SeededOrthogonal(HIDDEN_GAIN, seed=next(seeds)),
+        )
+
+    return keras.Sequential(
+        [conv(16, 1), conv(32, 2), conv(64, 2), layers.Flatten(), _dense(128, HIDDEN_GAIN, seeds, "relu")],
         name=name,
     )
 
@@ -210,6 +296,9 @@ class ActorCriticNetwork(keras.Model):
         shared_lstm=True,
         lstm_head_sizes=(),
         seed=None,
+        encoder=None,
+        policy_encoder=None,
+        value_encoder=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -219,12 +308,18 @@ class ActorCriticNetwork(keras.Model):
             action_space = space_from_json(action_space)
         check_observation_space(observation_space)
         check_action_space(action_space)
+        encoder, value_encoder = _user_encoders(encoder, policy_encoder, value_encoder)
         if net == "auto":
-            net = "cnn" if is_image_space(observation_space) else "mlp"
+            net = "cnn" if is_image_space(observation_space) and encoder is None else "mlp"
         if net not in ("mlp", "cnn"):
             raise ValueError(f"unknown net {net!r}: use 'auto', 'mlp' or 'cnn'")
+        if net == "cnn" and encoder is not None:
+            raise ValueError("a user-defined encoder is followed by the MLP torso: net='cnn' does not apply")
         if net == "cnn" and not is_image_space(observation_space):
-            raise ValueError("net='cnn' needs image observations (uint8 Box with 3 axes)")
+            raise ValueError("net='cnn' needs image observations (uint8 Box with 3 axes); Dict and Tuple "
+                             "observations get a CNN per image entry with net='auto'")
+        if value_encoder is not None and shared_net:
+            raise ValueError("separate policy and value encoders need separate torsos: drop shared_net=True")
         self.recurrent = bool(recurrent)
         self.hidden_layer_size = int(hidden_layer_size)
         self.shared_lstm = bool(shared_lstm)
@@ -259,9 +354,13 @@ class ActorCriticNetwork(keras.Model):
         self.use_sde = bool(use_sde)
         self.ortho_init = bool(ortho_init)
 
+        self.obs_layout = ObservationLayout(observation_space)
         self.seed = seed
         seeds = _seed_stream(seed)
-        self.encoder = ObservationEncoder(observation_space, name="encoder")
+        self.user_encoder = encoder is not None
+        self.encoder = encoder if encoder is not None else ObservationEncoder(observation_space, seeds, name="encoder")
+        if value_encoder is not None:
+            self.value_encoder = value_encoder
         make_torso = (
             (lambda name: nature_cnn_torso(seeds, name))
             if net == "cnn"
@@ -295,15 +394,20 @@ class ActorCriticNetwork(keras.Model):
                 initializer=initializers.Constant(self.log_std_init),
                 name="log_std",
             )
-        self.build((None, *observation_space.shape))
+        self.build((None, *observation_space.shape) if observation_space.shape is not None else None)
         if not self.ortho_init:
             self._uniform_init(seed)
 
     def build(self, input_shape):
-        x = self.encoder.compute_output_shape(input_shape)
-        for torso in {id(t): t for t in (self.policy_torso, self.value_torso)}.values():
-            torso.build(x)
-            h = torso.compute_output_shape(x)
+        if self.user_encoder or is_structured(self.observation_space):
+            x = self._encoder_output_shape(self.encoder)
+        else:
+            x = self.encoder.compute_output_shape(input_shape)
+        x_vf = self._encoder_output_shape(self.value_encoder) if hasattr(self, "value_encoder") else x
+        for torso, features in {id(self.policy_torso): (self.policy_torso, x),
+                                id(self.value_torso): (self.value_torso, x_vf)}.values():
+            torso.build(features)
+            h = torso.compute_output_shape(features)
         if self.recurrent:
             for cell in {id(c): c for c in (self.policy_lstm, self.value_lstm)}.values():
                 cell.build(h)
@@ -323,14 +427,38 @@ class ActorCriticNetwork(keras.Model):
             self.noise_size = h[-1] * self.action_size  # the exploration matrix, per env
         self.built = True
 
+    def _encoder_output_shape(self, encoder):
+        """Build `encoder` on symbolic observations; the shape of its features, checked."""
+        space = self.observation_space
+        dtypes, shapes = self.obs_layout.dtypes(), self.obs_layout.shapes()
+        if isinstance(shapes, dict):
+            inputs = {k: keras.KerasTensor((None, *shapes[k]), dtype=str(dtypes[k])) for k in shapes}
+        else:
+            inputs = keras.KerasTensor((None, *shapes), dtype=str(dtypes))
+        try:
+            out = encoder(inputs)
+        except Exception as e:  # noqa: BLE001 - any failure of the user's layer is theirs to see, in one line
+            raise ValueError(f"encoder {type(encoder).__name__} fails on this env's observations "
+                             f"({space}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        if not isinstance(out, keras.KerasTensor) or len(out.shape) != 2 or out.shape[-1] is None:
+            shape = getattr(out, "shape", type(out).__name__)
+            raise ValueError(f"encoder {type(encoder).__name__} must return one (batch, features) tensor "
+                             f"with a known feature size, not {shape}")
+        return tuple(out.shape)
+
     def call(self, inputs, training=False, sequence_length=1):
         if self.recurrent:
             obs, state, episode_starts = inputs
         else:
             obs = inputs
+        if isinstance(obs, (tuple, list)):  # structured observations, as the compiled acting calls pass them
+            obs = dict(zip(self.obs_layout.entries, obs))
         x = self.encoder(obs)
         h_pi = self.policy_torso(x)
-        h_vf = h_pi if self.shared_net else self.value_torso(x)
+        if self.shared_net:
+            h_vf = h_pi
+        else:
+            h_vf = self.value_torso(self.value_encoder(obs) if hasattr(self, "value_encoder") else x)
         if self.recurrent:
             h_pi, h_vf, state = self._recurrent_step(h_pi, h_vf, state, episode_starts, sequence_length)
             h_pi, h_vf = self.policy_lstm_head(h_pi), self.value_lstm_head(h_vf)
@@ -350,6 +478,8 @@ class ActorCriticNetwork(keras.Model):
         backend): kernel and bias uniform in ±1/sqrt(fan_in). The LSTM cells keep theirs."""
         rng = np.random.default_rng(None if seed is None else [int(seed), 1])
         stacks = [self.policy_torso] + ([] if self.shared_net else [self.value_torso])
+        if not self.user_encoder:
+            stacks += list(self.encoder.cnns.values())  # a Dict observation's image entries
         if self.recurrent:
             stacks += [self.policy_lstm_head, self.value_lstm_head]
         for layer in [inner for stack in stacks for inner in stack.layers] + [self.policy_head, self.value_head]:
@@ -385,10 +515,9 @@ class ActorCriticNetwork(keras.Model):
 
     @property
     def obs_dtype(self):
-        """The dtype the acting functions take observations in."""
-        if isinstance(self.observation_space, spaces.Discrete):
-            return "int32"
-        return "uint8" if self.encoder.image else "float32"
+        """The dtype the acting functions take observations in (a dict of them for Dict/Tuple spaces)."""
+        dtypes = self.obs_layout.dtypes()
+        return {k: str(d) for k, d in dtypes.items()} if isinstance(dtypes, dict) else str(dtypes)
 
     def distribution(self, flat_params):
         return make_distribution(self.action_space, flat_params)
@@ -407,7 +536,7 @@ class ActorCriticNetwork(keras.Model):
         if self.use_sde:  # the collector's standard normals, scaled by the current sigma
             noise = noise * ops.reshape(ops.exp(self.sde_log_std), (1, -1))
         action = dist.mode() if deterministic else dist.sample(noise)
-        flat_action = ops.reshape(ops.cast(action, "float32"), (ops.shape(obs)[0], -1))
+        flat_action = ops.reshape(ops.cast(action, "float32"), (ops.shape(params)[0], -1))
         packed = [flat_action, value[:, None], dist.log_prob(action)[:, None]]
         if self.recurrent:
             packed.append(state)
@@ -431,4 +560,69 @@ class ActorCriticNetwork(keras.Model):
             "shared_lstm": self.shared_lstm,
             "lstm_head_sizes": list(self.lstm_head_sizes),
             "seed": self.seed,
+            # User-defined encoders, as Keras configuration (their classes registered): only when there are
+            # some, so the configuration of every other model keeps its bytes.
+            **self.encoder_config(),
         }
+
+    def encoder_config(self):
+        """The user-defined encoders' saved configuration (`encoder=` or `policy_`/`value_encoder=`), or {}."""
+        if not self.user_encoder:
+            return {}
+        serialize = keras.saving.serialize_keras_object
+        if hasattr(self, "value_encoder"):
+            return {"policy_encoder": serialize(self.encoder), "value_encoder": serialize(self.value_encoder)}
+        return {"encoder": serialize(self.encoder)}
+
+
+def _user_encoders(encoder, policy_encoder, value_encoder):
+    """`(encoder, value_encoder)`: the policy's (or shared) user-defined encoder and a separate value one, each
+    a Keras layer whose class saves and loads (else a one-line error now, not at the first save)."""
+    if encoder is not None and (policy_encoder is not None or value_encoder is not None):
+        raise ValueError("pass either encoder= (one encoder for both networks) or policy_encoder= and "
+                         "value_encoder=, not both")
+    if (policy_encoder is None) != (value_encoder is None):
+        raise ValueError("policy_encoder= and value_encoder= go together (encoder= shares one)")
+    if policy_encoder is not None:
+        encoder = policy_encoder
+    return tuple(None if e is None else load_encoder(e) if isinstance(e, dict) else check_encoder(e)
+                 for e in (encoder, value_encoder))
+
+
+def check_encoder(layer):
+    """A user-defined encoder: a Keras layer whose class is registered and whose configuration rebuilds it."""
+    if not isinstance(layer, layers.Layer):
+        raise ValueError(f"an encoder must be a Keras layer, not {type(layer).__name__}")
+    cls = type(layer)
+    builtin = cls.__module__.split(".")[0] == "keras"
+    if not builtin and keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
+        raise ValueError(
+            f"encoder class {cls.__name__} (module {cls.__module__}) is not registered: decorate it with "
+            "@keras.saving.register_keras_serializable(package=...) so model.keras can save and load it")
+    try:
+        with keras.saving.custom_object_scope({}):
+            keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - whatever breaks the round trip breaks saving
+        raise ValueError(f"encoder {cls.__name__} cannot be rebuilt from its configuration (get_config and "
+                         f"__init__ must match; no Lambda layers): {str(e).splitlines()[0] if str(e) else e!r}"
+                         ) from None
+    return layer
+
+
+def load_encoder(config):
+    """A saved encoder's configuration -> the layer. Its module is imported if its class is not registered yet
+    (as `--env_id=module:Name` imports the env's); one line names what is missing."""
+    name = config.get("registered_name") or config.get("class_name")
+    module = config.get("module")
+    if keras.saving.get_registered_object(name) is None and module and module.split(".")[0] != "keras":
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"the model's encoder {name} comes from module {module}, which cannot be imported "
+                             f"({e}): install it or put it on PYTHONPATH") from None
+        if keras.saving.get_registered_object(name) is None:
+            raise ValueError(f"module {module} does not register the model's encoder {name} "
+                             "(@keras.saving.register_keras_serializable)")
+    # Built by the network on symbolic observations: Keras's own `build_from_config` would call a `build`
+    # the layer may not define.
+    return keras.saving.deserialize_keras_object({k: v for k, v in config.items() if k != "build_config"})

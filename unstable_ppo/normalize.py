@@ -90,13 +90,20 @@ class Normalizer:
 
     Statistics only move through `observe_obs` and `scale_rewards`, which the training
     rollout alone calls; `obs()` uses them as they are.
+
+    For Dict/Tuple observations `obs_shape` is `{key: shape}` of the vector entries
+    (`ObservationLayout.vector_entries`): each has its own statistics (`obs_rms` a dict), the
+    other entries (images, indices) pass through as they are.
     """
 
     def __init__(self, obs_shape, num_envs, gamma, normalize_obs=False, normalize_reward=False):
         self.normalize_obs = bool(normalize_obs)
         self.normalize_reward = bool(normalize_reward)
         self.gamma = float(gamma)
-        self.obs_rms = RunningMeanStd(tuple(obs_shape)) if normalize_obs else None
+        self.obs_rms = None
+        if normalize_obs:
+            self.obs_rms = ({k: RunningMeanStd(tuple(shape)) for k, shape in obs_shape.items()}
+                            if isinstance(obs_shape, dict) else RunningMeanStd(tuple(obs_shape)))
         self.ret_rms = RunningMeanStd(()) if normalize_reward else None
         self.returns = np.zeros(num_envs, np.float64)
 
@@ -106,15 +113,19 @@ class Normalizer:
 
     def observe_obs(self, obs):
         """Fold a batch of fresh env observations into the statistics (training only)."""
-        if self.obs_rms is not None:
+        if isinstance(self.obs_rms, dict):
+            for key, rms in self.obs_rms.items():
+                rms.update(obs[key])
+        elif self.obs_rms is not None:
             self.obs_rms.update(obs)
 
     def obs(self, obs):
         """Observations as the network sees them (unchanged without `normalize_obs`)."""
         if self.obs_rms is None:
             return obs
-        normalized = (np.asarray(obs, np.float64) - self.obs_rms.mean) / self.obs_rms.std
-        return np.clip(normalized, -CLIP_OBS, CLIP_OBS).astype(np.float32)
+        if isinstance(self.obs_rms, dict):
+            return {k: _normalized(v, self.obs_rms[k]) if k in self.obs_rms else v for k, v in obs.items()}
+        return _normalized(obs, self.obs_rms)
 
     def scale_rewards(self, rewards, dones, live=None):
         """Update the return statistics with one step of rewards and return the scaled rewards.
@@ -131,8 +142,10 @@ class Normalizer:
         return np.clip(scaled, -CLIP_REWARD, CLIP_REWARD).astype(np.float32)
 
     def to_json(self):
+        obs_rms = self.obs_rms
         return {
-            "obs_rms": self.obs_rms.to_json() if self.obs_rms is not None else None,
+            "obs_rms": ({k: rms.to_json() for k, rms in obs_rms.items()} if isinstance(obs_rms, dict)
+                        else obs_rms.to_json() if obs_rms is not None else None),
             "ret_rms": self.ret_rms.to_json() if self.ret_rms is not None else None,
             "returns": self.returns.tolist(),
             "clip_obs": CLIP_OBS,
@@ -150,7 +163,18 @@ class Normalizer:
                 continue
             if not isinstance(data.get(name), dict):
                 raise ValueError(f"{name} is missing or not an object")
-            setattr(self, name, RunningMeanStd.from_json(data[name], shape))
+            if isinstance(rms, dict):  # per entry of a Dict observation
+                missing = sorted(set(rms) - set(data[name]))
+                if missing:
+                    raise ValueError(f"{name} has no statistics for the entries {missing}")
+                setattr(self, name, {k: RunningMeanStd.from_json(data[name][k], shape[k]) for k in rms})
+            else:
+                setattr(self, name, RunningMeanStd.from_json(data[name], shape))
         returns = np.asarray(data.get("returns", []), np.float64)
         if returns.shape == self.returns.shape:  # another num_envs starts its returns afresh
             self.returns = returns
+
+
+def _normalized(obs, rms):
+    normalized = (np.asarray(obs, np.float64) - rms.mean) / rms.std
+    return np.clip(normalized, -CLIP_OBS, CLIP_OBS).astype(np.float32)

@@ -41,9 +41,13 @@ from unstable_ppo.rollout import RolloutCollector
 from unstable_ppo.spaces import check_action_space, check_observation_space, spaces_match
 
 
-def build_model(hp: Hyperparameters, observation_space, action_space, seed: int | None = None) -> ActorCritic:
-    """A fresh actor-critic for `hp`, compiled with its optimizer and loss settings."""
-    model = ActorCritic(observation_space, action_space, **group_values(hp, "network"), seed=seed)
+def build_model(hp: Hyperparameters, observation_space, action_space, seed: int | None = None,
+                **encoders) -> ActorCritic:
+    """A fresh actor-critic for `hp`, compiled with its optimizer and loss settings.
+
+    `encoders`: `encoder=`, or `policy_encoder=` and `value_encoder=` (Keras layers, or their saved configuration).
+    """
+    model = ActorCritic(observation_space, action_space, **group_values(hp, "network"), seed=seed, **encoders)
     model.kl_beta.assign(hp.init_beta)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=hp.lr, epsilon=1e-5, global_clipnorm=hp.max_grad_norm),
@@ -62,11 +66,19 @@ class PPO:
 
     `env`: a gymnasium env id, a `gymnasium.Env` or a `VectorEnv`. An id is built
     into `num_envs` copies (each writing a Monitor CSV into `monitor_dir`, if given);
-    a `VectorEnv` brings its own `num_envs`.
+    a `VectorEnv` brings its own `num_envs`. Dict and Tuple observations are encoded entry by entry.
+
+    `encoder`: a Keras layer of your own in place of the built-in observation encoder (for
+    both networks; `policy_encoder` and `value_encoder` for one each). It maps the observation
+    (a dict of entries for Dict/Tuple spaces) to `(batch, features)`; the MLP torso follows.
+    Its class must be registered (`keras.saving.register_keras_serializable`), so that
+    `model.keras` holds it as configuration and loads it in safe mode on any backend.
     """
 
     def __init__(self, env: EnvLike | None, seed: int | None = None, verbose: int = 0,
-                 monitor_dir: str | os.PathLike | None = None, **hyperparameters: Any) -> None:
+                 monitor_dir: str | os.PathLike | None = None, encoder: keras.layers.Layer | None = None,
+                 policy_encoder: keras.layers.Layer | None = None, value_encoder: keras.layers.Layer | None = None,
+                 **hyperparameters: Any) -> None:
         unknown = set(hyperparameters) - {f.name for f in dataclasses.fields(Hyperparameters)}
         if unknown:
             raise TypeError(f"unknown PPO argument(s): {', '.join(sorted(unknown))}")
@@ -92,6 +104,8 @@ class PPO:
         if seed is not None:
             keras.utils.set_random_seed(seed)
 
+        if env is None and (encoder or policy_encoder or value_encoder) is not None:
+            raise ValueError("an encoder needs an env to build the network for: pass env=")
         self.env, self.env_id = (None, None)
         if env is None or isinstance(env, str):
             self.hp.validate()  # before building envs from an id
@@ -106,7 +120,8 @@ class PPO:
             check_action_space(self.action_space)
             self.hp.validate()
             self.hp.check_spaces(self.observation_space, self.action_space)
-            self.model = build_model(self.hp, self.observation_space, self.action_space, seed)
+            self.model = build_model(self.hp, self.observation_space, self.action_space, seed, encoder=encoder,
+                                     policy_encoder=policy_encoder, value_encoder=value_encoder)
             self._make_normalizer()
             self._make_collector()
         self.gatherer = None  # Ray actors that collect the rollouts instead (`ray_gather.RayGatherer`)
@@ -116,7 +131,7 @@ class PPO:
     def _make_normalizer(self):
         hp = self.hp
         self.normalizer = Normalizer(
-            self.observation_space.shape, hp.num_envs, hp.gamma, hp.normalize_obs, hp.normalize_reward
+            self.model.obs_layout.normalizer_shape(), hp.num_envs, hp.gamma, hp.normalize_obs, hp.normalize_reward
         )
         if self.collector is not None:
             self.collector.normalizer = self.normalizer
@@ -198,8 +213,9 @@ class PPO:
         """
         chunk -= chunk % self.model.sequence_length
         out = []
-        for i in range(0, len(batch["obs"]), chunk):
-            part = {k: v[i : i + chunk] for k, v in batch.items()}  # numpy views; the model reads what it needs
+        for i in range(0, len(batch["mask"]), chunk):
+            # numpy views; the model reads what it needs
+            part = {k: keras.tree.map_structure(lambda a: a[i : i + chunk], v) for k, v in batch.items()}
             out.append(keras.ops.convert_to_numpy(self.model.batch_outputs(part)[0]))
         return np.concatenate(out).astype(np.float32)
 

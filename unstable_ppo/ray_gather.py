@@ -121,7 +121,7 @@ class GatheringWorker:
     collector the driver's RNG state (keeping its own columns of the run's noise).
     """
 
-    def __init__(self, env_id, first_index, num_envs, total_envs, seed, hyperparameters, make_kwargs):
+    def __init__(self, env_id, first_index, num_envs, total_envs, seed, hyperparameters, make_kwargs, encoders=None):
         import ray  # late, as in connect()
 
         from unstable_ppo.ppo import build_model  # Keras: this module is imported before the backend is chosen
@@ -132,8 +132,9 @@ class GatheringWorker:
         hp = Hyperparameters(**dict(hyperparameters, num_envs=num_envs, gather_per_worker=1, worker_num=1))
         env = make_vec_env(env_id, num_envs, hp.vectorization_mode, first_index=first_index, **make_kwargs)
         obs_space, action_space = env.single_observation_space, env.single_action_space
-        model = build_model(hp, obs_space, action_space)
-        normalizer = Normalizer(obs_space.shape, num_envs, hp.gamma, hp.normalize_obs, hp.normalize_reward)
+        model = build_model(hp, obs_space, action_space, **(encoders or {}))  # user encoders: their configuration
+        normalizer = Normalizer(model.obs_layout.normalizer_shape(), num_envs, hp.gamma, hp.normalize_obs,
+                                hp.normalize_reward)
         self.collector = RolloutCollector(env, model, normalizer, hp, np.random.default_rng(), action_space,
                                           seed=None if seed is None else seed + first_index,
                                           noise_columns=(first_index, total_envs))
@@ -185,7 +186,8 @@ class RayGatherer:
                              f"(one CPU each) need")
         actor = ray.remote(num_cpus=1, max_restarts=max_restarts, max_task_retries=0)(GatheringWorker)
         self.actors = [
-            actor.remote(env_id, block[0], len(block), hp.num_envs, seed, hyperparameters, make_kwargs or {})
+            actor.remote(env_id, block[0], len(block), hp.num_envs, seed, hyperparameters, make_kwargs or {},
+                         ppo.model.encoder_config())
             for block in self.blocks
         ]
         try:

@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from unstable_ppo.acting import action_layout, buffer_actions, draw_noise, env_actions, obs_dtype, policy_step
+from unstable_ppo.acting import action_layout, buffer_actions, draw_noise, env_actions, policy_step
 from unstable_ppo.buffer import RolloutBuffer
 from unstable_ppo.envs import autoreset_mode
 from unstable_ppo.faults import check_finite
@@ -45,8 +45,9 @@ class RolloutCollector:
     def make_buffer(self):
         """An empty `RolloutBuffer` for this collector's rollouts."""
         hp = self.hp
-        return RolloutBuffer(hp.num_steps, hp.num_envs, self.env.single_observation_space.shape,
-                             obs_dtype(self.model), *action_layout(self.action_space, self.model),
+        layout = self.model.obs_layout
+        return RolloutBuffer(hp.num_steps, hp.num_envs, layout.shapes(), layout.dtypes(),
+                             *action_layout(self.action_space, self.model),
                              state_size=self.model.state_size)
 
     def draw_noise(self, shape):
@@ -75,7 +76,7 @@ class RolloutCollector:
             seed = [self.seed + i for i in range(num_envs)]
             self.action_space.seed(self.seed)
         obs, _ = self.env.reset(seed=seed)
-        self.last_obs = np.asarray(obs, obs_dtype(self.model))
+        self.last_obs = self.model.obs_layout.convert(obs)
         self.last_done = np.zeros(num_envs, bool)
         self.last_state = self.model.initial_state(num_envs)
         self.last_starts = np.ones(num_envs, np.float32)
@@ -95,18 +96,17 @@ class RolloutCollector:
         state, starts = self.last_state, self.last_starts
         noise, noise_index = self.rollout_noise()
         next_step = autoreset_mode(self.env) == AutoresetMode.NEXT_STEP
-        dtype = obs_dtype(model)
-        check_obs = dtype.kind == "f"  # pixels (uint8) cannot be NaN
+        layout = model.obs_layout
         obs, last_done = self.last_obs, self.last_done
         final_obs, final_rows, final_states = [], [], []
         buffer.final_value_set[:] = False
         buffer.next_values[:] = 0.0
         for t in range(T):
-            buffer.obs[t] = norm.obs(obs)
+            buffer.store_obs(t, norm.obs(obs))
             if recurrent:
                 buffer.states[t], buffer.episode_starts[t] = state, starts
-            actions, values, log_probs, state = policy_step(model, act, buffer.obs[t], noise[noise_index[t]], state,
-                                                           starts)
+            actions, values, log_probs, state = policy_step(model, act, buffer.obs_row(t), noise[noise_index[t]],
+                                                           state, starts)
             actions = buffer_actions(self.action_space, model, actions)
             buffer.actions[t] = actions
             buffer.values[t] = values
@@ -114,9 +114,9 @@ class RolloutCollector:
             if next_step:
                 buffer.mask[t] = ~last_done
             obs, rewards, terminated, truncated, info = self.env.step(env_actions(self.action_space, actions))
-            obs = np.asarray(obs, dtype)
-            if check_obs:
-                check_finite("observation", obs, f"at step {t} of rollout {rollout_number}")
+            obs = layout.convert(obs)
+            for floats in layout.float_arrays(obs):  # pixels and indices cannot be NaN
+                check_finite("observation", floats, f"at step {t} of rollout {rollout_number}")
             check_finite("reward", rewards, f"at step {t} of rollout {rollout_number}")
             norm.observe_obs(obs)
             live = ~last_done if next_step else None
@@ -143,7 +143,7 @@ class RolloutCollector:
             self.last_state, self.last_starts = state, starts
         last_values = policy_step(model, act, norm.obs(obs), noise[0], state, starts)[1]
         if final_obs:
-            values = self.values(norm.obs(np.asarray(final_obs, dtype)),
+            values = self.values(norm.obs(layout.stack(final_obs)),
                                  np.asarray(final_states) if recurrent else None)
             for (t, i), v in zip(final_rows, values):
                 buffer.next_values[t, i] = v
@@ -167,12 +167,14 @@ class RolloutCollector:
             return out
 
         out = []
+        layout = self.model.obs_layout
         noise = np.full((N, self.model.noise_size), 0.5, np.float32)
-        for start in range(0, len(obs), N):
-            chunk = obs[start : start + N]
+        count = layout.batch_size(obs)
+        for start in range(0, count, N):
+            chunk = layout.map(lambda x: padded(x[start : start + N]), obs)
             state = None if states is None else padded(states[start : start + N])
-            step = policy_step(self.model, act, padded(chunk), noise, state, np.zeros(N, np.float32))
-            out.append(step[1][: len(chunk)])
+            step = policy_step(self.model, act, chunk, noise, state, np.zeros(N, np.float32))
+            out.append(step[1][: min(N, count - start)])
         return np.concatenate(out)
 
     def _record_episodes(self, info):

@@ -9,6 +9,8 @@ and the only writes are the compilation cache directory's write test.
 """
 
 import dataclasses
+import importlib
+import json
 import os
 import string
 import tempfile
@@ -30,7 +32,7 @@ _FIXED_ON_RESUME = ("seed",) + tuple(config.flag_name(f) for f in config.setting
 # Flags that say where a run is, or how to start it; never taken from a saved run.
 _PLACE_FLAGS = {"resume", "overwrite", "backend", "verbose", "env_defaults", "logdir", "rank", "env_id",
                 "model_dir", "logging", "monitor_dir", "tb_logdir", "ray_address",
-                "compilation_cache_dir"} | {
+                "compilation_cache_dir", "encoder", "encoder_kwargs"} | {
     config.flag_name(f) for f in config.settings() if config.flag_name(f) and not f.metadata["fixed_on_resume"]}
 
 
@@ -226,8 +228,47 @@ class RunSettings:
             raise UsageError(f"--vec_env=ale needs an Atari env id, not {f.env_id!r}")
         self._settle_parallelism()
         self._settle_compilation_cache()
+        self.encoder = self._settle_encoder()
         self.hp = config.Hyperparameters(**self.hyperparameters())
         self.hp.check_values()  # all but the activation's name, which needs Keras
+
+    def _settle_encoder(self):
+        """`--encoder=module:Name` and `--encoder_kwargs` -> `(module, name, kwargs)`, or None; the import waits
+        for `make_encoder` (it may import Keras)."""
+        f = self.flags
+        if f.encoder is None:
+            if f.encoder_kwargs is not None:
+                raise UsageError("--encoder_kwargs needs --encoder")
+            return None
+        if f.resume:
+            raise UsageError("--encoder: a resumed run keeps the encoder saved in its checkpoint; drop --encoder")
+        module, _, name = f.encoder.partition(":")
+        if not (module and name.isidentifier()):
+            raise UsageError(f"--encoder={f.encoder!r}: expected module:ClassName, e.g. my_package.encoders:GridEncoder")
+        try:
+            kwargs = json.loads(f.encoder_kwargs or "{}")
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--encoder_kwargs is not JSON: {e}") from None
+        if not isinstance(kwargs, dict):
+            raise UsageError(f"--encoder_kwargs must be a JSON object, got {f.encoder_kwargs}")
+        return module, name, kwargs
+
+    def make_encoder(self):
+        """The `--encoder` layer (imports its module), or None; a one-line error names what is wrong."""
+        if self.encoder is None:
+            return None
+        module, name, kwargs = self.encoder
+        try:
+            imported = importlib.import_module(module)
+        except ImportError as e:
+            raise UsageError(f"--encoder: cannot import module {module!r} ({e})") from None
+        cls = getattr(imported, name, None)
+        if not isinstance(cls, type):
+            raise UsageError(f"--encoder: module {module!r} has no class {name!r}")
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise UsageError(f"--encoder: {name}(**{json.dumps(kwargs)}) failed: {e}") from None
 
     def _settle_compilation_cache(self):
         """--compilation_cache_dir: JAX only, and a directory this run can write."""

@@ -146,7 +146,7 @@ def load(cls, path, env=None, seed=None, verbose=0, best=False):
         if ppo.normalizer.active:
             if not data:
                 raise ValueError("missing, but normalize_obs or normalize_reward is on")
-            ppo.normalizer.load_json(data, ppo.observation_space.shape)
+            ppo.normalizer.load_json(data, ppo.model.obs_layout.normalizer_shape())
     return ppo
 
 

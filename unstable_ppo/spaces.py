@@ -22,14 +22,50 @@ def is_image_space(space):
     return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
-def check_observation_space(space):
-    if isinstance(space, spaces.Discrete):
+def is_structured(space):
+    """Dict and Tuple observations: several entries, each encoded by its own space."""
+    return isinstance(space, (spaces.Dict, spaces.Tuple))
+
+
+def observation_entries(space, prefix=""):
+    """`{key: leaf space}` of a Dict or Tuple observation, in the space's order.
+
+    Tuple entries are keyed "0", "1", ...; a nested entry joins its keys with a dot
+    ("goal.position"). This flat dict is how a structured observation travels through
+    the rollout buffer, the normalizer and the network.
+    """
+    items = space.spaces.items() if isinstance(space, spaces.Dict) else enumerate(space.spaces)
+    entries = {}
+    for key, sub in items:
+        name = f"{prefix}{key}"
+        if "." in str(key):
+            raise UnsupportedSpaceError(f"observation key {name!r} contains a dot, which nested keys are joined with")
+        if is_structured(sub):
+            entries.update(observation_entries(sub, prefix=f"{name}."))
+        else:
+            entries[name] = sub
+    if not entries:
+        raise UnsupportedSpaceError(f"observation space {space_name(space)} has no entries")
+    return entries
+
+
+def _check_leaf(space, where=""):
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         return
     if isinstance(space, spaces.Box) and len(space.shape) >= 1:
         return
     raise UnsupportedSpaceError(
-        f"unsupported observation space {space_name(space)}: use Box (vectors or images) or Discrete"
+        f"unsupported observation space {space_name(space)}{where}: use Box (vectors or images), Discrete, "
+        "MultiDiscrete, MultiBinary, or a Dict or Tuple of them"
     )
+
+
+def check_observation_space(space):
+    if is_structured(space):
+        for key, leaf in observation_entries(space).items():
+            _check_leaf(leaf, f" (entry {key!r})")
+        return
+    _check_leaf(space)
 
 
 def check_action_space(space):
@@ -83,6 +119,10 @@ def space_to_json(space):
         }
     if isinstance(space, spaces.MultiBinary):
         return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    if isinstance(space, spaces.Dict):  # [key, space] pairs: the entries' order is part of the space
+        return {"type": "Dict", "spaces": [[str(k), space_to_json(v)] for k, v in space.spaces.items()]}
+    if isinstance(space, spaces.Tuple):
+        return {"type": "Tuple", "spaces": [space_to_json(v) for v in space.spaces]}
     raise UnsupportedSpaceError(f"cannot save space {space_name(space)}")
 
 
@@ -101,6 +141,10 @@ def space_from_json(d):
         return spaces.MultiDiscrete(d["nvec"], start=d.get("start"))
     if kind == "MultiBinary":
         return spaces.MultiBinary(d["n"])
+    if kind == "Dict":
+        return spaces.Dict({str(k): space_from_json(v) for k, v in d["spaces"]})
+    if kind == "Tuple":
+        return spaces.Tuple([space_from_json(v) for v in d["spaces"]])
     raise UnsupportedSpaceError(f"unknown space type {kind!r} in saved model")
 
 

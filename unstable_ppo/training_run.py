@@ -90,7 +90,7 @@ class TrainingRun:
         else:
             if f.overwrite:
                 self._clear_previous_run()
-            self.ppo = PPO(env, seed=f.seed, **settings.hyperparameters())
+            self.ppo = PPO(env, seed=f.seed, encoder=settings.make_encoder(), **settings.hyperparameters())
             self.best_mean_return = None
             self.evaluations = []
         if settings.ray_address:

@@ -1,5 +1,7 @@
 """Tiny gymnasium envs for tests: every space kind, a memory task, scripted rewards; cheap to step."""
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -94,3 +96,19 @@ class NeedsBox2D(gym.Env):
 
 
 gym.register("NeedsBox2D-v0", entry_point=NeedsBox2D)
+
+
+# Every kind of entry a Dict observation can hold, a nested Tuple among them (tests/test_dict_obs.py).
+DICT_SPACE = spaces.Dict({
+    "position": spaces.Box(-1.0, 1.0, (3,), np.float32),
+    "grid": spaces.Box(0, 255, (6, 6, 2), np.uint8),
+    "room": spaces.Discrete(3, start=1),
+    "keys": spaces.MultiDiscrete([2, 3]),
+    "flags": spaces.MultiBinary(2),
+    "goal": spaces.Tuple([spaces.Box(-2.0, 2.0, (2,), np.float32), spaces.Discrete(2)]),
+})
+# Each env samples from its own copy of the space: one shared space's RNG would make an env's observations
+# depend on which other envs share its process (in-process, gathering workers, Ray actors).
+gym.register("DictSpaces-v0", entry_point=lambda: SpaceEnv(copy.deepcopy(DICT_SPACE), spaces.Discrete(3), 9))
+gym.register("DictBox-v0", entry_point=lambda: SpaceEnv(copy.deepcopy(DICT_SPACE),
+                                                         spaces.Box(-1.0, 1.0, (2,), np.float32), 9))

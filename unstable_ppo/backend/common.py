@@ -1,6 +1,7 @@
 """What the per-backend trainers share: the loss call and log bookkeeping."""
 
 import numpy as np
+from keras import tree
 from keras.utils import unpack_x_y_sample_weight
 
 from unstable_ppo.losses import batch_keys, log_keys, ppo_loss
@@ -32,7 +33,7 @@ class TrainerBase:
 
     def prepare_batch(self, batch):
         """numpy rollout arrays -> backend tensors; a no-op on tensors already prepared."""
-        return {k: self._to_tensor(v) for k, v in batch.items()}
+        return {k: tree.map_structure(self._to_tensor, v) for k, v in batch.items()}
 
     @staticmethod
     def unpack_batch(data):
@@ -48,6 +49,10 @@ class TrainerBase:
         """
         compiled = self._compiled_act(deterministic)
         a = self.action_size
+        entries = self.obs_layout.entries
+        if entries is not None:  # a Dict observation enters compiled functions as a tuple, in the entries' order
+            base = compiled
+            compiled = lambda obs, *inputs: base(tuple(obs[k] for k in entries), *inputs)  # noqa: E731
 
         if self.recurrent:
             def act(obs, noise, state, episode_starts):

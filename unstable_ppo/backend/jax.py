@@ -135,7 +135,7 @@ class JAXTrainer(TrainerBase):
 
             def epoch(state, batch, indices):
                 def minibatch(state, idx):
-                    logs, state = self.train_step(state, {k: shard(v[idx]) for k, v in batch.items()})
+                    logs, state = self.train_step(state, jax.tree.map(lambda v: shard(v[idx]), batch))
                     return state, logs
 
                 return jax.lax.scan(minibatch, state, indices, unroll=unroll)

@@ -33,7 +33,7 @@ class TensorFlowTrainer(TrainerBase):
                 n = tf.shape(indices)[0]
 
                 def minibatch(i, logs):
-                    step_logs = self.train_step({k: tf.gather(v, indices[i]) for k, v in batch.items()})
+                    step_logs = self.train_step(tf.nest.map_structure(lambda v: tf.gather(v, indices[i]), batch))
                     return i + 1, tuple(log.write(i, tf.cast(step_logs[k], tf.float32)) for log, k in zip(logs, keys))
 
                 logs = tuple(tf.TensorArray(tf.float32, size=n) for _ in keys)
@@ -51,7 +51,11 @@ class TensorFlowTrainer(TrainerBase):
         if deterministic not in self._act_functions:
             # Not XLA-compiled (`jit_compile=True`): faster in a tight loop, but not when
             # alternating with env steps once its compilation is counted (HISTORY.md, run 6).
-            specs = [tf.TensorSpec((None, *self.observation_space.shape), self.obs_dtype)]
+            shapes, dtypes = self.obs_layout.shapes(), self.obs_dtype
+            if isinstance(shapes, dict):  # a Dict observation: a tuple of entries (`make_act_function`)
+                specs = [tuple(tf.TensorSpec((None, *shapes[k]), dtypes[k]) for k in shapes)]
+            else:
+                specs = [tf.TensorSpec((None, *shapes), dtypes)]
             specs += [tf.TensorSpec((None, *shape), dtype) for shape, dtype in self.act_input_specs()]
             concrete = tf.function(
                 lambda obs, noise, *state: self.act(obs, noise, deterministic, *state), autograph=False
@@ -70,7 +74,7 @@ def _fast_call(concrete):
     """
 
     def public(*inputs):
-        return concrete(*[tf.convert_to_tensor(x) for x in inputs]).numpy()
+        return concrete(*tf.nest.map_structure(tf.convert_to_tensor, inputs)).numpy()
 
     call_flat = getattr(concrete, "_call_flat", None)
     if call_flat is None:
@@ -78,13 +82,11 @@ def _fast_call(concrete):
     captured = concrete.captured_inputs
 
     def flat(*inputs):
-        out = call_flat([tf.convert_to_tensor(x) for x in inputs], captured)
+        out = call_flat([tf.convert_to_tensor(x) for x in tf.nest.flatten(inputs)], captured)
         return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
 
-    probe = [
-        np.zeros([1, *spec.shape[1:]], spec.dtype.as_numpy_dtype)
-        for spec in concrete.structured_input_signature[0]
-    ]
+    probe = tf.nest.map_structure(lambda spec: np.zeros([1, *spec.shape[1:]], spec.dtype.as_numpy_dtype),
+                                  list(concrete.structured_input_signature[0]))
     try:
         if np.array_equal(flat(*probe), public(*probe)):
             return flat

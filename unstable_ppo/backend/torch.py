@@ -46,16 +46,19 @@ class TorchTrainer(TrainerBase):
             traces = {}
             keys, log_keys = self.batch_keys(), self.log_keys()
 
+            structure = [None]  # the batch's nesting (a Dict observation's entries): traces take flat tensors
+
             def minibatch_loss(weights, values, minibatch):
                 mapping = list(zip(variables, weights)) + list(zip(constants, values))
                 with keras.StatelessScope(state_mapping=mapping):
-                    batch = dict(zip(keys, minibatch))
+                    batch = dict(zip(keys, tree.pack_sequence_as(structure[0], list(minibatch))))
                     loss, logs = self.ppo_loss(batch, self.batch_outputs(batch, training=True))
                 return loss, tuple(logs[k] for k in log_keys)
 
             def update(batch, indices):
                 batch = self.prepare_batch(batch)
-                batch = [batch[k] for k in keys]
+                structure[0] = [batch[k] for k in keys]
+                batch = tree.flatten(structure[0])
                 values = tuple(v.value.detach() for v in constants)
                 logs = []
                 for idx in torch.as_tensor(indices):
@@ -75,6 +78,7 @@ class TorchTrainer(TrainerBase):
 
     def _compiled_act(self, deterministic):
         traces = self._act_functions.setdefault(deterministic, {})
+        structured = self.obs_layout.structured
 
         def act(trainable, non_trainable, obs, noise, *state):
             mapping = list(zip(self.trainable_variables, trainable))
@@ -87,13 +91,18 @@ class TorchTrainer(TrainerBase):
             non_trainable = tuple(v.value.detach() for v in self.non_trainable_variables)
 
         def call(*inputs):
-            inputs = tuple(torch.as_tensor(x) for x in inputs)
+            if structured:  # a Dict observation is a tuple of entries
+                inputs = tree.map_structure(torch.as_tensor, inputs)
+                batch_size = tree.flatten(inputs[0])[0].shape[0]
+            else:
+                inputs = tuple(torch.as_tensor(x) for x in inputs)
+                batch_size = inputs[0].shape[0]
             with torch.no_grad():
                 # A trace bakes in shapes: keep one per batch size.
-                traced = traces.get(inputs[0].shape[0])
+                traced = traces.get(batch_size)
                 if traced is None:
                     traced = _trace(act, (trainable, non_trainable, *inputs))
-                    traces[inputs[0].shape[0]] = traced
+                    traces[batch_size] = traced
                 return traced(trainable, non_trainable, *inputs).numpy()
 
         return call
