@@ -102,6 +102,11 @@ FLAG_VALUES = {
     "env_timeout": ([5.0, 60.0], [0.0, -1.0, _NAN]),
     "gather_per_worker": ([1], [0, -1]),  # > 1 starts worker processes: test_parallel.py covers it
     "worker_num": ([1], [0, -2]),
+    # Without --encoder, --encoder_kwargs is a one-line error; with --resume, --encoder is.
+    "encoder": (["tests.helpers.encoders:VectorEncoder"],
+                ["no_such_module_xyz:Enc", "tests.helpers.encoders", "tests.helpers.encoders:Missing",
+                 "tests.helpers.encoders:UnregisteredEncoder"]),
+    "encoder_kwargs": (['{"units": 4}', "{}"], ["[1]", "{units}", '{"size": 2}']),
 }
 # Runner flags that `runner_argv` sets itself (CORE_FAULTS and the lines below), and those it never
 # draws, with the reason. tests/test_flags_property.py checks that every flag is in one of these.
