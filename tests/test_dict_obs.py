@@ -275,6 +275,13 @@ def test_runner_trains_a_dict_env_and_an_encoder_from_flags(tmp_path):
                          timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.load(open(tmp_path / "dict" / "metrics.json"))["latest"]["mean_return"] >= 0
+    # The checkpoint keeps the id as given, module and all, so play rebuilds the env from it alone.
+    assert json.load(open(tmp_path / "dict" / "model" / "latest" / "ppo.json"))["env_id"] == DICT_ENV
+    play = subprocess.run([sys.executable, "-m", "unstable_ppo.play", f"--model_dir={tmp_path}/dict/model/latest",
+                           "--episodes=2"], env=dict(env, KERAS_BACKEND=keras.backend.backend()),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert play.returncode == 0, play.stderr[-3000:]
+    assert "mean" in play.stdout.lower(), play.stdout
     run = subprocess.run([sys.executable, "-m", "unstable_ppo.run", "--env_id=CartPole-v1", "--noenv_defaults",
                           "--encoder=tests.helpers.encoders:VectorEncoder", '--encoder_kwargs={"units": 5}',
                           f"--logdir={tmp_path}/enc", *common], env=env, capture_output=True, text=True,

@@ -93,6 +93,7 @@ class TrainingRun:
             self.ppo = PPO(env, seed=f.seed, encoder=settings.make_encoder(), **settings.hyperparameters())
             self.best_mean_return = None
             self.evaluations = []
+        self.ppo.env_id = f.env_id  # as given: a "module:EnvId" id keeps its module, so play can rebuild the env
         if settings.ray_address:
             self.ppo.gatherer = RayGatherer(self.ppo, f.env_id, f.gather_per_worker, seed=f.seed,
                                             make_kwargs=env_files, max_restarts=f.max_env_restarts)
