@@ -239,7 +239,7 @@ def test_unknown_argument_is_named():
 @pytest.mark.parametrize(
     "obs_space, act_space, named",
     [
-        (spaces.Tuple([spaces.Discrete(2)]), spaces.Discrete(2), "observation space Tuple"),
+        (spaces.Tuple([spaces.Discrete(2), spaces.Text(5)]), spaces.Discrete(2), r"observation space Text.*entry '1'"),
         (spaces.Box(-1, 1, (3,)), spaces.Dict({"a": spaces.Discrete(2)}), "action space Dict"),
         (spaces.Text(5), spaces.Discrete(2), "observation space Text"),
     ],
@@ -279,3 +279,21 @@ def test_evaluate_leaves_the_callers_env_open(small_ppo):
     env.reset(seed=0)  # still usable: evaluate() closes only the envs it built itself
     env.step(np.zeros(2, np.int64))
     env.close()
+
+
+def test_evaluating_and_predicting_leave_the_training_run_alone(small_ppo):
+    """Evaluations draw sampled actions from an RNG of their own (seeded by the evaluation's seed), and a
+    deterministic action draws nothing: how often a run evaluates cannot change what it learns."""
+    quiet, evaluated = small_ppo(seed=3), small_ppo(seed=3)
+    quiet.learn(256)
+    evaluated.learn(256)
+    state = evaluated.rng.bit_generator.state
+    evaluated.evaluate(n_episodes=2)
+    sampled = [evaluated.evaluate(n_episodes=3, deterministic=False, seed=5)["returns"] for _ in range(2)]
+    evaluated.predict(np.zeros((3, 4), np.float32), deterministic=True)
+    assert evaluated.rng.bit_generator.state == state
+    assert sampled[0] == sampled[1]  # a seeded stochastic evaluation is reproducible
+    quiet.learn(512, reset_num_timesteps=False)
+    evaluated.learn(512, reset_num_timesteps=False)
+    for a, b in zip(quiet.model.get_weights(), evaluated.model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -33,6 +33,14 @@ def draw_noise(rng, model, shape):
     return rng.uniform(1e-6, 1.0 - 1e-6, shape).astype(np.float32)
 
 
+def acting_noise(rng, model, n, deterministic):
+    """Noise for one acting call of `n` rows outside the rollout: none is drawn for a deterministic
+    action (the mode ignores it), so predicting or evaluating never moves a training run's RNG."""
+    if deterministic:
+        return np.zeros((n, model.noise_size), np.float32)
+    return draw_noise(rng, model, (n, model.noise_size))
+
+
 def obs_dtype(model):
     """The dtype observations are stored and fed in (uint8 pixels stay uint8)."""
     return np.dtype(model.obs_dtype)
@@ -79,7 +87,7 @@ def predict(model, normalizer, observation_space, action_space, rng, obs, state=
     obs, single = model.obs_layout.as_batch(obs)
     n = model.obs_layout.batch_size(obs)
     act = model.make_act_function(deterministic=deterministic)
-    noise = draw_noise(rng, model, (n, model.noise_size))
+    noise = acting_noise(rng, model, n, deterministic)
     if not model.recurrent:
         packed_actions = policy_step(model, act, normalizer.obs(obs), noise)[0]
         actions = env_actions(action_space, buffer_actions(action_space, model, packed_actions))

@@ -8,7 +8,7 @@ and the observation normalizer's statistics stay frozen.
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from unstable_ppo.acting import buffer_actions, draw_noise, env_actions, policy_step
+from unstable_ppo.acting import acting_noise, buffer_actions, env_actions, policy_step
 from unstable_ppo.envs import as_vector_env, autoreset_mode, make_vec_env
 
 
@@ -55,12 +55,15 @@ def play_episodes(ppo, vec: VectorEnv, n_episodes: int, deterministic: bool, see
     if seed is None and ppo.seed is not None:
         seed = ppo.seed + 10_000
     obs, _ = vec.reset(seed=seed)
+    # Sampled actions come from an RNG of the evaluation's own: evaluating must not change the training
+    # run (its RNG draws the rollouts' noise and the minibatches), nor depend on how far training got.
+    rng = np.random.default_rng(seed)
     model = ppo.model
     act = model.make_act_function(deterministic=deterministic)
     state, starts = (model.initial_state(n), np.ones(n, np.float32)) if model.recurrent else (None, None)
     while (done_count < targets).any():
         obs = ppo.normalizer.obs(model.obs_layout.convert(obs))  # frozen statistics
-        noise = draw_noise(ppo.rng, model, (n, model.noise_size))
+        noise = acting_noise(rng, model, n, deterministic)
         packed_actions, _, _, state = policy_step(model, act, obs, noise, state, starts)
         actions = buffer_actions(ppo.action_space, model, packed_actions)
         obs, rewards, terminated, truncated, info = vec.step(env_actions(ppo.action_space, actions))
