@@ -207,14 +207,12 @@ def test_ray_actors_collect_the_same_rollouts_as_one_vector_env(ray_cluster, pol
     # gSDE on MountainCarContinuous: continuous actions whose float rounding the (gentle) dynamics do not
     # amplify, unlike Pendulum's, where torch's thread-dependent rounding grew to 1e-3 within 30 steps.
     env_id = {"mlp": "CartPole-v1", "recurrent": "CartPoleNoVel-v1", "gsde": "MountainCarContinuous-v0",
-              "dict": "tests.helpers.envs:DictSpaces-v0"}[policy]  # every kind of Dict entry (a normalized one too)
+              "dict": "tests.helpers.envs:DictSpaces-v0"}[policy]  # every kind of Dict entry
     settings = dict(seed=5, num_envs=4, num_steps=48, batch_size=64)
     if policy == "recurrent":
         settings.update(recurrent=True, timestep_size=16, hidden_layer_size=16)
     if policy == "gsde":
         settings.update(use_sde=True, sde_sample_freq=5)
-    if policy == "dict":
-        settings.update(normalize_obs=True)
     count = 2
     local = PPO(env_id, **settings)
     expected = _rollouts(local, count)
