@@ -310,3 +310,15 @@ def test_bad_encoder_flags_are_one_line_errors(tmp_path, flags, message):
     lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
     assert message in lines[-1] and lines[-1].startswith("error"), run.stderr[-2000:]
     assert len(lines) == 1, run.stderr[-2000:]
+
+
+def test_a_model_with_a_custom_encoder_exports_to_onnx(tmp_path):
+    """The encoder is plain Keras ops, so it traces into the exported graph like the built-in layers."""
+    ort = pytest.importorskip("onnxruntime")
+    ppo = PPO("CartPole-v1", seed=0, encoder=VectorEncoder(units=8), **SMALL)
+    ppo.learn(64)
+    ppo.export(str(tmp_path / "policy.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "policy.onnx"))
+    obs = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    actions = session.run(None, {session.get_inputs()[0].name: obs})[0]
+    np.testing.assert_array_equal(actions.ravel(), ppo.predict(obs))
