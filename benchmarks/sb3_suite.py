@@ -100,7 +100,7 @@ def run(env_id, seed):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", nargs="+", required=True)
+    parser.add_argument("--envs", nargs="+", default=[])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", default=os.path.join(harness.ROOT, "benchmarks", "results",
                                                        f"sb3_suite_{datetime.date.today().isoformat()}.json"))
@@ -109,6 +109,8 @@ def main():
     if args.job:
         print(json.dumps(run(args.job[0], int(args.job[1]))), flush=True)
         return 0
+    if not args.envs:
+        parser.error("--envs is required")
     for env_id in args.envs:
         settings(env_id)  # an untranslatable flagfile fails before anything runs
     data = json.load(open(args.json)) if os.path.exists(args.json) else {"runs": []}
