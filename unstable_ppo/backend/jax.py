@@ -130,7 +130,9 @@ class JAXTrainer(TrainerBase):
             # straight-line ones, so a CNN's epoch is unrolled; an MLP's stays a compact
             # `scan`. (In a loop body the kernel gradient keeps a layout, f01b_i01o->01bf,
             # that neither Eigen nor YNNPACK takes, and runs as a naive loop.)
-            unroll = True if self.net == "cnn" else 1
+            # Any convolution counts: the Nature CNN, a Dict observation's image CNN, a user-defined encoder's.
+            convolutional = _has_convolutions(self)
+            unroll = True if convolutional else 1
             shard, replicate = _data_parallel(getattr(self, "worker_num", 1))
 
             def epoch(state, batch, indices):
@@ -140,7 +142,7 @@ class JAXTrainer(TrainerBase):
 
                 return jax.lax.scan(minibatch, state, indices, unroll=unroll)
 
-            compiled = jax.jit(epoch, compiler_options=conv_compiler_options(self.net))
+            compiled = jax.jit(epoch, compiler_options=conv_compiler_options("cnn" if convolutional else "mlp"))
 
             def update(batch, indices):
                 batch = replicate(self.prepare_batch(batch))
@@ -178,6 +180,11 @@ class JAXTrainer(TrainerBase):
         mapping += list(zip(self.non_trainable_variables, non_trainable))
         with keras.StatelessScope(state_mapping=mapping):
             return self.act(obs, noise, deterministic, *state)
+
+
+def _has_convolutions(model):
+    return any(isinstance(layer, keras.layers.Conv1D | keras.layers.Conv2D | keras.layers.Conv3D)
+               for layer in model._flatten_layers(include_self=False))
 
 
 def _data_parallel(worker_num):
