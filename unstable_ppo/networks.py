@@ -600,8 +600,7 @@ def check_encoder(layer):
             f"encoder class {cls.__name__} (module {cls.__module__}) is not registered: decorate it with "
             "@keras.saving.register_keras_serializable(package=...) so model.keras can save and load it")
     try:
-        with keras.saving.custom_object_scope({}):
-            keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=True)
+        keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=True)
     except Exception as e:  # noqa: BLE001 - whatever breaks the round trip breaks saving
         raise ValueError(f"encoder {cls.__name__} cannot be rebuilt from its configuration (get_config and "
                          f"__init__ must match; no Lambda layers): {str(e).splitlines()[0] if str(e) else e!r}"
