@@ -11,8 +11,12 @@ Translated: num_envs, num_steps, batch_size, num_epochs, lr (constant, or linear
 anneal_lr), gamma, gae_lambda, clip_range (annealed with anneal_clip_range), ent_coef, vf_coef,
 max_grad_norm, hidden_sizes (separate pi/vf nets), activation, log_std_init, ortho_init, use_sde,
 sde_sample_freq, normalize_obs/normalize_reward (VecNormalize, gamma from the flagfile), and the
-budget (total_timesteps). A flag the script cannot translate (recurrent, the KL loss, ...) is an
-error rather than a silent difference.
+budget (total_timesteps). A recurrent flagfile runs sb3-contrib's RecurrentPPO with MlpLstmPolicy:
+hidden_layer_size is its lstm_hidden_size, shared_lstm=false its separate critic LSTM
+(enable_critic_lstm), lstm_head_sizes its net_arch after the LSTM; hidden_sizes must be empty (its
+LSTM reads the observation) and timestep_size has no counterpart (it trains on whole episode
+segments of the rollout), which is the one known difference. A flag the script cannot translate
+(the KL loss, ...) is an error rather than a silent difference.
 
     python benchmarks/sb3_suite.py --envs Hopper-v5 --seeds 0 1 2
     OMP_NUM_THREADS=1 python benchmarks/sb3_suite.py --envs Swimmer-v5 --seeds 0 --json /tmp/sb3.json
@@ -34,6 +38,7 @@ TRANSLATED = {"num_envs", "num_steps", "batch_size", "num_epochs", "lr", "anneal
               "clip_range", "anneal_clip_range", "ent_coef", "vf_coef", "max_grad_norm", "hidden_sizes",
               "activation", "log_std_init", "ortho_init", "use_sde", "sde_sample_freq", "normalize_obs",
               "normalize_reward", "total_timesteps", "eval_interval", "save_interval"}
+RECURRENT = {"recurrent", "hidden_layer_size", "shared_lstm", "lstm_head_sizes", "timestep_size"}
 EVAL_EPISODES = 10
 
 
@@ -44,7 +49,9 @@ def truthy(value):
 def settings(env_id):
     """The flagfile's flags, with the translated defaults of the runner where it leaves them."""
     flags = harness.read_flagfile(harness.flagfile(env_id))
-    unknown = set(flags) - TRANSLATED
+    unknown = set(flags) - TRANSLATED - (RECURRENT if truthy(flags.get("recurrent", "false")) else set())
+    if truthy(flags.get("recurrent", "false")) and flags.get("hidden_sizes", "64,64").strip():  # the runner's default
+        unknown.add("hidden_sizes (an MLP before the LSTM)")
     if unknown:
         raise SystemExit(f"error: {env_id}'s flagfile sets {sorted(unknown)}, which this script does not translate")
     return flags
@@ -59,15 +66,25 @@ def run(env_id, seed):
     from stable_baselines3.common.vec_env import VecNormalize
 
     f = settings(env_id)
+    recurrent = truthy(f.get("recurrent", "false"))
     get = lambda name, default, cast=float: cast(f[name]) if name in f else default  # noqa: E731
     n_envs, n_steps = get("num_envs", 8, int), get("num_steps", 128, int)
     lr = get("lr", 2.5e-4)
     clip = get("clip_range", 0.2)
     gamma = get("gamma", 0.99)
-    sizes = [int(s) for s in f.get("hidden_sizes", "64,64").split(",") if s.strip()]
+    sizes = [int(s) for s in (f.get("lstm_head_sizes", "") if recurrent else f.get("hidden_sizes", "64,64")).split(",")
+             if s.strip()]  # the runner's defaults
     activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[f.get("activation", "tanh")]
     policy_kwargs = dict(net_arch=dict(pi=sizes, vf=sizes), activation_fn=activation,
                          ortho_init=truthy(f.get("ortho_init", "true")))
+    algorithm, policy = PPO, "MlpPolicy"
+    if recurrent:
+        from sb3_contrib import RecurrentPPO
+
+        algorithm, policy = RecurrentPPO, "MlpLstmPolicy"
+        shared = truthy(f.get("shared_lstm", "true"))
+        policy_kwargs.update(lstm_hidden_size=get("hidden_layer_size", 128, int), shared_lstm=shared,
+                             enable_critic_lstm=not shared)
     is_box = isinstance(gym.make(env_id).action_space, gym.spaces.Box)
     if is_box:
         policy_kwargs["log_std_init"] = get("log_std_init", 0.0)
@@ -75,8 +92,8 @@ def run(env_id, seed):
     norm_obs, norm_reward = truthy(f.get("normalize_obs", "false")), truthy(f.get("normalize_reward", "false"))
     if norm_obs or norm_reward:
         venv = VecNormalize(venv, norm_obs=norm_obs, norm_reward=norm_reward, gamma=gamma)
-    model = PPO(
-        "MlpPolicy", venv, seed=seed, device="cpu", verbose=0, n_steps=n_steps, batch_size=get("batch_size", 256, int),
+    model = algorithm(
+        policy, venv, seed=seed, device="cpu", verbose=0, n_steps=n_steps, batch_size=get("batch_size", 256, int),
         n_epochs=get("num_epochs", 4, int), gamma=gamma, gae_lambda=get("gae_lambda", 0.95),
         learning_rate=(lambda p: lr * p) if truthy(f.get("anneal_lr", "true")) else lr,
         clip_range=(lambda p: clip * p) if truthy(f.get("anneal_clip_range", "false")) else clip,

@@ -83,14 +83,15 @@ import harness
 # 0088472): the mean return of ONE trained agent (its n_timesteps, the budget here) over ~150k
 # evaluation steps, deterministic policy. The Zoo ran older env versions (zoo_env): MuJoCo v3
 # against our v5, LunarLander v2 against our v3; the tasks are the same, the code not identical.
-# score None: no published figure (printed "n/a"); budget None: the flagfile must give it.
+# PendulumNoVel-v1's row is the ppo_lstm one (RecurrentPPO), added to benchmark.md later (commit
+# de58209). score None: no published figure (printed "n/a"); budget None: the flagfile must give it.
 ZOO = {
     "CartPole-v1": dict(score=500.0, budget=100_000, zoo_env="CartPole-v1"),
     "Acrobot-v1": dict(score=-73.506, budget=1_000_000, zoo_env="Acrobot-v1"),
     "MountainCar-v0": dict(score=-110.423, budget=1_000_000, zoo_env="MountainCar-v0"),
     "MountainCarContinuous-v0": dict(score=88.343, budget=20_000, zoo_env="MountainCarContinuous-v0"),
     "Pendulum-v1": dict(score=-172.225, budget=100_000, zoo_env="Pendulum-v1"),
-    "PendulumNoVel-v1": dict(score=None, budget=None, zoo_env=None),
+    "PendulumNoVel-v1": dict(score=-217.933, budget=100_000, zoo_env="PendulumNoVel-v1"),
     "LunarLander-v3": dict(score=242.119, budget=1_000_000, zoo_env="LunarLander-v2"),
     "LunarLanderContinuous-v3": dict(score=270.863, budget=1_000_000, zoo_env="LunarLanderContinuous-v2"),
     "BipedalWalker-v3": dict(score=213.299, budget=5_000_000, zoo_env="BipedalWalker-v3"),
@@ -100,7 +101,8 @@ ZOO = {
     "Swimmer-v5": dict(score=281.561, budget=1_000_000, zoo_env="Swimmer-v3"),
     "HalfCheetah-v5": dict(score=5819.0, budget=1_000_000, zoo_env="HalfCheetah-v3"),  # 5819, as the issue gives it
 }
-ZOO_SOURCE = "rl-baselines3-zoo benchmark.md (PPO rows, one run each), commit 0088472"
+ZOO_SOURCE = ("rl-baselines3-zoo benchmark.md (PPO rows, one run each), commit 0088472; "
+              "PendulumNoVel-v1: its ppo_lstm row, commit de58209")
 DEFAULT_ENVS = list(ZOO)  # cheap ones first
 
 RANDOM_EPISODES = 10  # episode i: env.reset(seed=i), env.action_space.seed(i)

@@ -102,6 +102,9 @@ class Hyperparameters:
                                      "return.")
     normalize_obs: bool = setting(False, "rollout", "Normalize Box vector observations: running mean/std, "
                                   "clip ±10.")
+    time_feature: bool = setting(False, "rollout", "Append the elapsed fraction of the episode's time limit to "
+                                 "the observation (gymnasium's TimeAwareObservation), so that values near a "
+                                 "time-out are predictable.")
     # How the work is split (README: "Parallelism"); the results do not depend on it.
     gather_per_worker: int = setting(1, "parallel", "Gathering workers: step the num_envs envs in this many worker "
                                      "processes (num_envs/M envs each; 1: in this process), or with --ray_address "

@@ -6,7 +6,7 @@ import os
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.wrappers import RecordVideo, TimeLimit
+from gymnasium.wrappers import RecordVideo, TimeAwareObservation, TimeLimit
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from unstable_ppo.atari import is_atari, make_ale_vector_env, make_atari_env
@@ -21,7 +21,7 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
                  monitor_dir: str | os.PathLike | None = None, training: bool = True, monitor_append: bool = False,
                  max_episode_steps: int | None = None, video_dir: str | os.PathLike | None = None,
                  video_episodes: int | None = None, max_env_restarts: int | None = None, env_timeout: float = 60.0,
-                 gather_per_worker: int = 1, first_index: int = 0) -> VectorEnv:
+                 gather_per_worker: int = 1, first_index: int = 0, time_feature: bool = False) -> VectorEnv:
     """`num_envs` copies of `env_id`, SAME_STEP autoreset, every episode recorded.
 
     SAME_STEP autoreset means no step of the rollout is wasted on a reset; the
@@ -39,6 +39,7 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
     `gather_per_worker=M` > 1 steps the envs in M worker processes of num_envs/M envs
     each (`gather.GatherVectorEnv`, on top of `vectorization_mode` "sync"). `first_index`
     numbers the envs from there (Monitor files, error messages): a Ray actor's share.
+    `time_feature` appends the elapsed fraction of the time limit to each (vector) observation.
     """
     if vectorization_mode not in VECTORIZATION_MODES:
         raise ValueError(
@@ -51,6 +52,8 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
             raise ValueError(f"vectorization_mode 'ale' needs an Atari env id, not {env_id!r}")
         if env_kwargs or video_dir:
             raise ValueError("vectorization_mode 'ale' takes no env_kwargs or video_dir: use 'sync'")
+    if time_feature and atari:
+        raise ValueError(f"time_feature appends the time to vector observations: {env_id}'s are Atari frames")
     if gather_per_worker != 1 and vectorization_mode != "sync":
         raise ValueError(f"gather_per_worker={gather_per_worker} steps 'sync' vector envs in worker processes: "
                          f"it cannot be combined with vectorization_mode {vectorization_mode!r}")
@@ -68,12 +71,12 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
         if vectorization_mode == "ale":
             return make_ale_vector_env(env_id, num_envs, training, monitor_dir, append, max_episode_steps)
         settings = (env_id, env_kwargs or {}, monitor_dir, atari, training, append, max_episode_steps, video_dir,
-                    video_episodes)
+                    video_episodes, time_feature)
         if blocks is not None:
             env = GatherVectorEnv(
                 [functools.partial(_vector_of, "sync", block, *settings) for block in blocks], blocks,
                 functools.partial(_make_env, env_id, first_index, env_kwargs or {}, None, atari, training, False,
-                                  max_episode_steps, None, None),
+                                  max_episode_steps, None, None, time_feature),
                 timeout=env_timeout,
             )
         else:
@@ -88,7 +91,7 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
 
 
 def _vector_of(vectorization_mode, indices, env_id, env_kwargs, monitor_dir, atari, training, append,
-               max_episode_steps, video_dir, video_episodes):
+               max_episode_steps, video_dir, video_episodes, time_feature):
     """A SAME_STEP Sync/AsyncVectorEnv of the envs `indices` (env 0 alone records video).
 
     It may run in a fresh gathering worker process, so it registers the env id first.
@@ -99,7 +102,7 @@ def _vector_of(vectorization_mode, indices, env_id, env_kwargs, monitor_dir, ata
         [
             functools.partial(
                 _make_env, env_id, i, env_kwargs, monitor_dir, atari, training, append,
-                max_episode_steps, video_dir if i == 0 else None, video_episodes,
+                max_episode_steps, video_dir if i == 0 else None, video_episodes, time_feature,
             )
             for i in indices
         ],
@@ -127,12 +130,14 @@ def make_env(env_id, **env_kwargs):
 
 
 def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_append, max_episode_steps,
-              video_dir, video_episodes):
+              video_dir, video_episodes, time_feature=False):
     filename = None if monitor_dir is None else os.path.join(monitor_dir, f"{index}.monitor.csv")
     if atari:
         env = make_atari_env(env_id, training, filename, monitor_append, **env_kwargs)
     else:
         env = Monitor(make_env(env_id, **env_kwargs), filename, append=monitor_append)
+    if time_feature:
+        env = with_time_feature(env, env_id)
     if max_episode_steps is not None:
         env = TimeLimit(env, max_episode_steps)
     if video_dir is not None:
@@ -143,19 +148,41 @@ def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_a
     return TagEnvErrors(env, index)
 
 
-def as_vector_env(env, num_envs, vectorization_mode="sync", **make_kwargs):
+def with_time_feature(env, env_id=None):
+    """`env` with the elapsed fraction of its time limit, t / max_episode_steps in [0, 1], appended to its
+    vector observation (gymnasium's `TimeAwareObservation`; the RL Zoo's TimeFeatureWrapper gives 1 - t/T).
+
+    Without it, a time-out looks to the value function like any other state (Pardo et al., 2018).
+    """
+    name = env_id or getattr(env.spec, "id", None) or type(env.unwrapped).__name__
+    space = env.observation_space
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        raise ValueError(f"time_feature appends the time to a vector observation: {name}'s observation space "
+                         f"{space} is not a 1-D Box")
+    try:
+        return TimeAwareObservation(env, flatten=True, normalize_time=True)
+    except ValueError:  # gymnasium: no TimeLimit and no spec.max_episode_steps
+        raise ValueError(f"time_feature needs a time limit, and {name} has none: register it with "
+                         f"max_episode_steps, or wrap it in gymnasium's TimeLimit") from None
+
+
+def as_vector_env(env, num_envs, vectorization_mode="sync", time_feature=False, **make_kwargs):
     """An env id, a `gym.Env` or a `VectorEnv` -> `(VectorEnv, env_id or None)`.
 
-    `make_kwargs` (monitor_dir, training, ...) go to `make_vec_env` for env ids.
+    `make_kwargs` (monitor_dir, training, ...) go to `make_vec_env` for env ids. `time_feature`
+    wraps an id's envs and a `gym.Env`; a `VectorEnv` must bring the time in its observations itself
+    (the model's observation space is checked against it).
     """
     if isinstance(env, str):
-        return make_vec_env(env, num_envs, vectorization_mode, **make_kwargs), env
+        return make_vec_env(env, num_envs, vectorization_mode, time_feature=time_feature, **make_kwargs), env
     if isinstance(env, VectorEnv):
         if "episode" not in _wrapper_names(env):
             env = RecordEpisodeStatistics(env)
         return env, _env_id(env)
     if isinstance(env, gym.Env):
         env = Monitor(env)
+        if time_feature:
+            env = with_time_feature(env)
         vec = gym.vector.SyncVectorEnv(
             [lambda: env], autoreset_mode=AutoresetMode.SAME_STEP, copy=False
         )

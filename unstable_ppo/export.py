@@ -356,7 +356,7 @@ def describe(ppo, output, format):
             "one_hot": int(ppo.observation_space.n) if isinstance(ppo.observation_space, spaces.Discrete) else None,
         },
         "env_id": ppo.env_id,
-        "env_preprocessing": env_preprocessing(ppo.env_id),
+        "env_preprocessing": env_preprocessing(ppo.env_id, ppo.hp.time_feature),
         "num_timesteps": ppo.num_timesteps,
         "unstable_ppo_version": __version__,
     }
@@ -365,8 +365,12 @@ def describe(ppo, output, format):
     return description
 
 
-def env_preprocessing(env_id):
-    """What the env must do before the policy sees an observation: the Atari evaluation pipeline, or nothing."""
+def env_preprocessing(env_id, time_feature=False):
+    """What the env must do before the policy sees an observation: the Atari evaluation pipeline, the time
+    feature, or nothing."""
+    if time_feature:
+        return {"pipeline": "gymnasium TimeAwareObservation(flatten=True, normalize_time=True): the observation "
+                            "followed by t / max_episode_steps"}
     if env_id is None or not atari.is_atari(env_id):
         return None
     return {

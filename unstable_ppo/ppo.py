@@ -111,8 +111,8 @@ class PPO:
             self.hp.validate()  # before building envs from an id
         if env is not None:
             self.env, self.env_id = as_vector_env(
-                env, self.hp.num_envs, self.hp.vectorization_mode, monitor_dir=monitor_dir,
-                gather_per_worker=self.hp.gather_per_worker,
+                env, self.hp.num_envs, self.hp.vectorization_mode, time_feature=self.hp.time_feature,
+                monitor_dir=monitor_dir, gather_per_worker=self.hp.gather_per_worker,
             )
             self.observation_space = self.env.single_observation_space
             self.action_space = self.env.single_action_space
@@ -328,7 +328,7 @@ class PPO:
         from a fresh reset of `env`.
         """
         vec, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode,
-                                    gather_per_worker=self.hp.gather_per_worker)
+                                    time_feature=self.hp.time_feature, gather_per_worker=self.hp.gather_per_worker)
         try:
             self.check_env(vec)
         except ValueError:

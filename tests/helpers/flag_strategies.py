@@ -72,6 +72,7 @@ FLAG_VALUES = {
     "reward_scale": ([1e-3, 0.01, 1.0, 100.0], BAD_FLOATS),
     "normalize_obs": (BOOLS, []),
     "normalize_reward": (BOOLS, []),
+    "time_feature": (BOOLS, []),  # CartPole-v1 and Pendulum-v1 both have a time limit and vector observations
     "vec_env": (["sync", "async"], ["ale", "threads", ""]),
     "seed": ([0, 1, 12345, 2**31], [-1, -(2**40), 2**70]),
     "rank": ([0, 3], [-1]),
