@@ -10,8 +10,9 @@ returns in the env's own reward scale.
 Translated: num_envs, num_steps, batch_size, num_epochs, lr (constant, or linear to 0 with
 anneal_lr), gamma, gae_lambda, clip_range (annealed with anneal_clip_range), ent_coef, vf_coef,
 max_grad_norm, hidden_sizes (separate pi/vf nets), activation, log_std_init, ortho_init, use_sde,
-sde_sample_freq, normalize_obs/normalize_reward (VecNormalize, gamma from the flagfile), and the
-budget (total_timesteps). A recurrent flagfile runs sb3-contrib's RecurrentPPO with MlpLstmPolicy:
+sde_sample_freq, normalize_obs/normalize_reward (VecNormalize, gamma from the flagfile), time_feature
+(the same gymnasium TimeAwareObservation, as make_vec_env's wrapper_class), and the budget
+(total_timesteps). A recurrent flagfile runs sb3-contrib's RecurrentPPO with MlpLstmPolicy:
 hidden_layer_size is its lstm_hidden_size, shared_lstm=false its separate critic LSTM
 (enable_critic_lstm), lstm_head_sizes its net_arch after the LSTM; hidden_sizes must be empty (its
 LSTM reads the observation) and timestep_size has no counterpart (it trains on whole episode
@@ -27,6 +28,7 @@ and a (env, seed) already there is not run again.
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import sys
@@ -37,7 +39,7 @@ import harness
 TRANSLATED = {"num_envs", "num_steps", "batch_size", "num_epochs", "lr", "anneal_lr", "gamma", "gae_lambda",
               "clip_range", "anneal_clip_range", "ent_coef", "vf_coef", "max_grad_norm", "hidden_sizes",
               "activation", "log_std_init", "ortho_init", "use_sde", "sde_sample_freq", "normalize_obs",
-              "normalize_reward", "total_timesteps", "eval_interval", "save_interval"}
+              "normalize_reward", "time_feature", "total_timesteps", "eval_interval", "save_interval"}
 RECURRENT = {"recurrent", "hidden_layer_size", "shared_lstm", "lstm_head_sizes", "timestep_size"}
 EVAL_EPISODES = 10
 
@@ -88,7 +90,12 @@ def run(env_id, seed):
     is_box = isinstance(gym.make(env_id).action_space, gym.spaces.Box)
     if is_box:
         policy_kwargs["log_std_init"] = get("log_std_init", 0.0)
-    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    wrapper = None
+    if truthy(f.get("time_feature", "false")):
+        from gymnasium.wrappers import TimeAwareObservation
+
+        wrapper = functools.partial(TimeAwareObservation, flatten=True, normalize_time=True)
+    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrapper)
     norm_obs, norm_reward = truthy(f.get("normalize_obs", "false")), truthy(f.get("normalize_reward", "false"))
     if norm_obs or norm_reward:
         venv = VecNormalize(venv, norm_obs=norm_obs, norm_reward=norm_reward, gamma=gamma)
@@ -105,7 +112,7 @@ def run(env_id, seed):
     start = time.perf_counter()
     model.learn(budget)
     seconds = time.perf_counter() - start
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, wrapper_class=wrapper)
     if isinstance(venv, VecNormalize):
         eval_env = VecNormalize(eval_env, norm_obs=norm_obs, norm_reward=False, gamma=gamma, training=False)
         eval_env.obs_rms = venv.obs_rms

@@ -156,3 +156,34 @@ def test_report(suite, tmp_path, monkeypatch, capsys):
     assert cartpole["normalized"] == pytest.approx((200 - 20) / (500 - 20))
     assert data["random"]["CartPole-v1"]["mean_return"] == 20.0
     assert suite.cached_random(str(output))["CartPole-v1"]["mean_return"] == 20.0
+
+
+@pytest.fixture(scope="module")
+def sb3_suite():
+    if BENCHMARKS not in sys.path:
+        sys.path.insert(0, BENCHMARKS)
+    spec = importlib.util.spec_from_file_location("benchmarks_sb3_suite", os.path.join(BENCHMARKS, "sb3_suite.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sb3_peer_translates_every_mlp_and_recurrent_flagfile(sb3_suite):
+    configs = os.path.join(ROOT, "unstable_ppo", "configs")
+    for name in sorted(os.listdir(configs)):
+        if name != "atari.flags":  # the Atari pipeline's flags are the runner's own
+            assert sb3_suite.settings(name[: -len(".flags")])  # no bundled env flagfile sets an untranslated flag
+    assert sb3_suite.settings("PendulumNoVel-v1")["recurrent"] == "true"
+
+
+@pytest.mark.parametrize("lines, named", [
+    (["--recurrent=true", "--hidden_layer_size=8"], "hidden_sizes (an MLP before the LSTM)"),  # the runner's 64,64
+    (["--hidden_sizes=8", "--use_kl_loss=true"], "use_kl_loss"),
+    (["--timestep_size=8"], "timestep_size"),  # a recurrent flag without --recurrent is not translated either
+])
+def test_sb3_peer_refuses_what_it_cannot_translate(sb3_suite, tmp_path, monkeypatch, lines, named):
+    path = tmp_path / "X-v0.flags"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(sb3_suite.harness, "flagfile", lambda env_id: str(path))
+    with pytest.raises(SystemExit, match="X-v0's flagfile sets .*" + named.split(" ")[0]):
+        sb3_suite.settings("X-v0")
