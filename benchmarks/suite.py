@@ -14,6 +14,8 @@ flagfile yet); `--budget_scale` multiplies it for a quick check, and is then pas
     python benchmarks/suite.py --report                          # the table and figure of what is finished
     python benchmarks/suite.py --envs=CartPole-v1 --seeds=2 --budget_scale=0.02 \
         --logroot=/tmp/suite --output=/tmp/suite                 # a quick check of the script itself
+    python benchmarks/suite.py --combine benchmarks/results/suite_A.json benchmarks/results/suite_B.json
+                                                                 # one table from several suites' results
 
 **Resumable.** A run whose `metrics.json` exists (the runner's final report wrote it) is not run
 again; a run with a checkpoint but no `metrics.json` (stopped, killed, out of time) is continued
@@ -151,6 +153,23 @@ def normalized(score, random_score, zoo_score):
     if score is None or random_score is None or zoo_score is None or zoo_score == random_score:
         return None
     return (score - random_score) / (zoo_score - random_score)
+
+
+def across_envs(normalized_scores):
+    """The suite's one figure: the IQM of the envs' normalized scores, its bootstrap CI over envs, the mean."""
+    values = [v for v in normalized_scores if v is not None]
+    if not values:
+        return None
+    return {"envs": len(values), "iqm": iqm(values), "iqm_ci": bootstrap_ci(values), "mean": float(np.mean(values))}
+
+
+def across_envs_line(summary):
+    if summary is None:
+        return "Across the suite: no env has a normalized score."
+    low, high = summary["iqm_ci"]
+    return (f"Across the suite ({summary['envs']} envs with a Zoo score): IQM of the normalized scores "
+            f"{summary['iqm']:.2f} [{low:.2f}, {high:.2f}] (95% percentile bootstrap over envs), mean "
+            f"{summary['mean']:.2f}.")
 
 
 # -- budgets, run directories -------------------------------------------------------------------
@@ -509,8 +528,43 @@ def markdown_table(rows, suite, info):
               f"Zoo: {ZOO_SOURCE}. Normalized: (mean - random) / (Zoo - random). Steps/s and wall time: "
               "mean per run."]
     lines += [f"- {note}" for note in sorted(notes)]
+    lines += ["", across_envs_line(across_envs(row.get("normalized") for row in rows))]
     lines += ["", harness.machine_line(info)]
     return "\n".join(lines)
+
+
+def combine(paths):
+    """One row per env from several suite JSON files (a later file's row replaces an earlier one's), normalized
+    again with this script's Zoo table, and the suite-wide figure over them: `(rows, summary, table)`."""
+    rows = {}
+    for path in paths:
+        data = _load_json(path)
+        if data is None or "envs" not in data or "suite" not in data:
+            raise SystemExit(f"error: {path} is not a suite_*.json file")
+        if data["suite"]["budget_scale"] != 1:
+            raise SystemExit(f"error: {path} is a scaled check (budget x {data['suite']['budget_scale']:g}), "
+                             f"not the Zoo's budget")
+        for row in data["envs"]:
+            if row.get("status") == "ok" and "mean" in row:
+                zoo = ZOO.get(row["env_id"], {})
+                rows[row["env_id"]] = dict(row, backend=data["suite"]["backend"], source=os.path.basename(path),
+                                           zoo=zoo.get("score"), zoo_budget=zoo.get("budget"),
+                                           normalized=normalized(row["mean"], row["random"], zoo.get("score")))
+    rows = list(rows.values())
+    summary = across_envs(row["normalized"] for row in rows)
+    lines = ["| env | backend | budget | seeds | final score, mean ± std | IQM [95% CI] | Zoo (budget) | random | "
+             "normalized | from |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        low, high = row["iqm_ci"]
+        zoo = "n/a" if row["zoo"] is None else f"{fmt_score(row['zoo'])} ({fmt_steps(row['zoo_budget'])})"
+        norm = "n/a" if row["normalized"] is None else f"{row['normalized']:.2f}"
+        lines.append(f"| {row['env_id']} | {row['backend']} | {fmt_steps(row['budget'])} | "
+                     f"{row['seeds_finished']}/{row['seeds']} | "
+                     f"{fmt_score(row['mean'])} ± {fmt_score(row['std'], row['mean'])} | "
+                     f"{fmt_score(row['iqm'])} [{fmt_score(low, row['iqm'])}, {fmt_score(high, row['iqm'])}] | "
+                     f"{zoo} | {fmt_score(row['random'])} | {norm} | {row['source']} |")
+    lines += ["", across_envs_line(summary)]
+    return rows, summary, "\n".join(lines)
 
 
 def figure(rows, suite, path, smooth):
@@ -583,6 +637,9 @@ def parse_args(argv=None):
                         help="the directory for suite_DATE.json and suite_DATE.png")
     parser.add_argument("--smooth", type=int, default=20, help="the figure's moving average, in episodes")
     parser.add_argument("--nice", type=int, default=10, help="each run under `nice -n NICE` (0: not)")
+    parser.add_argument("--combine", nargs="+", metavar="SUITE_JSON",
+                        help="run nothing: one table from these suite_*.json files (a later file's row replaces an "
+                             "earlier one's) with the IQM of the normalized scores across them")
     parser.add_argument("--probe_job", help=argparse.SUPPRESS)
     parser.add_argument("--random_envs", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -598,6 +655,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.probe_job is not None:
         return probe_job(args.probe_job.split(","), set(filter(None, args.random_envs.split(","))))
+    if args.combine:
+        print(combine(args.combine)[2])
+        return 0
     env_ids = [e.strip() for e in args.envs.split(",") if e.strip()]
     seeds = list(range(args.seeds))
     logroot = os.path.abspath(args.logroot)

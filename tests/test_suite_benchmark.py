@@ -187,3 +187,46 @@ def test_sb3_peer_refuses_what_it_cannot_translate(sb3_suite, tmp_path, monkeypa
     monkeypatch.setattr(sb3_suite.harness, "flagfile", lambda env_id: str(path))
     with pytest.raises(SystemExit, match="X-v0's flagfile sets .*" + named.split(" ")[0]):
         sb3_suite.settings("X-v0")
+
+
+def test_across_envs_is_the_iqm_of_the_normalized_scores(suite):
+    summary = suite.across_envs([1.0, 0.5, None, 2.0])
+    assert summary["envs"] == 3
+    assert summary["iqm"] == pytest.approx(0.5 / 6 + 1.0 * 2 / 3 + 2.0 / 6)  # 3 values weigh 1/6, 2/3, 1/6
+    assert summary["mean"] == pytest.approx(3.5 / 3)
+    low, high = summary["iqm_ci"]
+    assert 0.5 <= low <= summary["iqm"] <= high <= 2.0
+    assert suite.across_envs([None]) is None
+
+
+def _suite_json(path, rows, scale=1.0, backend="jax"):
+    path.write_text(json.dumps({"suite": {"budget_scale": scale, "backend": backend}, "envs": rows}))
+    return str(path)
+
+
+def _row(env_id, mean, random_score, normalized=None):
+    return {"env_id": env_id, "status": "ok", "mean": mean, "std": 1.0, "iqm": mean, "iqm_ci": [mean, mean],
+            "random": random_score, "budget": 100_000, "seeds_finished": 3, "seeds": 3, "normalized": normalized}
+
+
+def test_combine_takes_the_latest_row_per_env_and_normalizes_again(suite, tmp_path):
+    old = _suite_json(tmp_path / "a.json", [_row("CartPole-v1", 100.0, 21.0, 0.1), _row("Acrobot-v1", -73.506, -500.0)],
+                      backend="tensorflow")
+    new = _suite_json(tmp_path / "b.json", [_row("CartPole-v1", 260.5, 21.0, normalized=123.0),
+                                            {"env_id": "Ant-v5", "status": "skipped: no mujoco"}])
+    rows, summary, table = suite.combine([old, new])
+    by_env = {row["env_id"]: row for row in rows}
+    assert set(by_env) == {"CartPole-v1", "Acrobot-v1"}
+    assert by_env["CartPole-v1"]["normalized"] == pytest.approx((260.5 - 21.0) / (500.0 - 21.0))  # the Zoo table's
+    assert by_env["CartPole-v1"]["backend"] == "jax" and by_env["CartPole-v1"]["source"] == "b.json"
+    assert by_env["Acrobot-v1"]["normalized"] == pytest.approx(1.0)
+    assert summary["envs"] == 2 and "| CartPole-v1 | jax | 100k | 3/3 |" in table
+    assert table.splitlines()[-1].startswith("Across the suite (2 envs with a Zoo score): IQM of the normalized")
+
+
+def test_combine_refuses_scaled_checks_and_other_files(suite, tmp_path):
+    with pytest.raises(SystemExit, match="scaled check"):
+        suite.combine([_suite_json(tmp_path / "s.json", [_row("CartPole-v1", 1.0, 0.0)], scale=0.02)])
+    (tmp_path / "x.json").write_text("[]")
+    with pytest.raises(SystemExit, match="not a suite"):
+        suite.combine([str(tmp_path / "x.json")])
