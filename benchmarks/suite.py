@@ -155,6 +155,14 @@ def normalized(score, random_score, zoo_score):
     return (score - random_score) / (zoo_score - random_score)
 
 
+def _more_seeds(earlier, row, backend):
+    """Whether `row` holds other seeds of `earlier`'s runs: same budget and backend, no seed in common."""
+    finished = {r["seed"] for r in earlier.get("runs", []) if r["state"] == "finished"}
+    new = {r["seed"] for r in row.get("runs", []) if r["state"] == "finished"}
+    return (earlier["backend"] == backend and earlier["budget"] == row["budget"] and new
+            and not finished & new)
+
+
 def across_envs(normalized_scores):
     """The suite's one figure: the IQM of the envs' normalized scores, its bootstrap CI over envs, the mean."""
     values = [v for v in normalized_scores if v is not None]
@@ -534,8 +542,12 @@ def markdown_table(rows, suite, info):
 
 
 def combine(paths):
-    """One row per env from several suite JSON files (a later file's row replaces an earlier one's), normalized
-    again with this script's Zoo table, and the suite-wide figure over them: `(rows, summary, table)`."""
+    """One row per env from several suite JSON files, normalized again with this script's Zoo table, and the
+    suite-wide figure over them: `(rows, summary, table)`.
+
+    A later file's row for an env replaces an earlier one's, unless both ran other seeds of the same budget on
+    the same backend (`--first_seed`): then their finished runs are summarized together.
+    """
     rows = {}
     for path in paths:
         data = _load_json(path)
@@ -546,8 +558,17 @@ def combine(paths):
                              f"not the Zoo's budget")
         for row in data["envs"]:
             if row.get("status") == "ok" and "mean" in row:
+                source = os.path.basename(path)
+                earlier = rows.get(row["env_id"])
+                if earlier is not None and _more_seeds(earlier, row, data["suite"]["backend"]):
+                    runs = [r for r in earlier["runs"] + row["runs"] if r["state"] == "finished"]
+                    seeds = sorted(r["seed"] for r in runs)
+                    probe_record = {"status": "ok", "random": {"mean_return": row["random"]}}
+                    row = dict(summarize(row["env_id"], runs, row["budget"], row["budget_source"], probe_record,
+                                         seeds), full_budget=row.get("full_budget"))
+                    source = f"{earlier['source']} + {os.path.basename(path)}"
                 zoo = ZOO.get(row["env_id"], {})
-                rows[row["env_id"]] = dict(row, backend=data["suite"]["backend"], source=os.path.basename(path),
+                rows[row["env_id"]] = dict(row, backend=data["suite"]["backend"], source=source,
                                            zoo=zoo.get("score"), zoo_budget=zoo.get("budget"),
                                            normalized=normalized(row["mean"], row["random"], zoo.get("score")))
     rows = list(rows.values())
@@ -625,7 +646,9 @@ def figure(rows, suite, path, smooth):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default=",".join(DEFAULT_ENVS), help="comma-separated env ids (default: all)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds FIRST_SEED..FIRST_SEED+N-1 (default 3)")
+    parser.add_argument("--first_seed", type=int, default=0,
+                        help="the first seed (default 0): more seeds for an env, to --combine with the first ones")
     parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax", "torch"])
     parser.add_argument("--logroot", default=os.path.join("benchmarks", "runs", "suite"),
                         help="each run's logdir is LOGROOT/ENV_ID/SEED")
@@ -646,6 +669,8 @@ def parse_args(argv=None):
     if args.probe_job is None:
         if args.seeds < 1 or args.jobs < 1 or args.smooth < 1:
             parser.error("--seeds, --jobs and --smooth must be positive")
+        if args.first_seed < 0:
+            parser.error("--first_seed must be >= 0")
         if not args.budget_scale > 0:
             parser.error("--budget_scale must be > 0")
     return args
@@ -659,7 +684,7 @@ def main(argv=None):
         print(combine(args.combine)[2])
         return 0
     env_ids = [e.strip() for e in args.envs.split(",") if e.strip()]
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     logroot = os.path.abspath(args.logroot)
     started = datetime.datetime.now(datetime.timezone.utc)
     stem = f"suite_{started:%Y-%m-%d}" + (f"_scale{args.budget_scale:g}" if args.budget_scale != 1 else "")

@@ -230,3 +230,27 @@ def test_combine_refuses_scaled_checks_and_other_files(suite, tmp_path):
     (tmp_path / "x.json").write_text("[]")
     with pytest.raises(SystemExit, match="not a suite"):
         suite.combine([str(tmp_path / "x.json")])
+
+
+def test_combine_merges_other_seeds_of_the_same_runs(suite, tmp_path):
+    def run(seed, final):
+        return {"seed": seed, "state": "finished", "final": final, "steps_per_second": 100.0, "wall_time_s": 10.0,
+                "resumed": False, "eval_deterministic": True}
+
+    def row(runs):
+        finals = [r["final"] for r in runs]
+        return dict(_row("CartPole-v1", float(np.mean(finals)), 21.0), runs=runs, budget_source="flagfile",
+                    seeds_finished=len(runs), seeds=len(runs))
+
+    first = _suite_json(tmp_path / "first.json", [row([run(0, 500.0)])])
+    more = _suite_json(tmp_path / "more.json", [row([run(1, 260.5), run(2, 21.0)])])
+    rows, _, table = suite.combine([first, more])
+    (merged,) = rows
+    assert merged["seeds_finished"] == 3 and merged["scores"] == [500.0, 260.5, 21.0]
+    assert merged["mean"] == pytest.approx(781.5 / 3) and merged["std"] == pytest.approx(np.std([500, 260.5, 21]))
+    assert merged["normalized"] == pytest.approx((781.5 / 3 - 21.0) / 479.0)
+    assert merged["source"] == "first.json + more.json" and "| 3/3 |" in table
+    # The same seed again, another backend or another budget: the later row replaces the earlier one.
+    again = _suite_json(tmp_path / "again.json", [row([run(0, 100.0)])], backend="torch")
+    (replaced,), _, _ = suite.combine([first, more, again])
+    assert replaced["mean"] == 100.0 and replaced["backend"] == "torch" and replaced["source"] == "again.json"
