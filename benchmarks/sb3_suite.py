@@ -144,7 +144,7 @@ def main():
     def record(results, failures):
         data["runs"] = [r for r in data["runs"] if (r["env_id"], r["seed"]) not in {(x["env_id"], x["seed"])
                                                                                   for x in results}] + results
-        data["machine"] = harness.machine(("stable-baselines3", "torch", "gymnasium", "mujoco"))
+        data["machine"] = harness.machine(("stable-baselines3", "sb3-contrib", "torch", "gymnasium", "mujoco"))
         data["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
         harness.write_json(args.json, data)
 
