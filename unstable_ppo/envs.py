@@ -130,7 +130,7 @@ def make_env(env_id, **env_kwargs):
 
 
 def _make_env(env_id, index, env_kwargs, monitor_dir, atari, training, monitor_append, max_episode_steps,
-              video_dir, video_episodes, time_feature=False):
+              video_dir, video_episodes, time_feature):
     filename = None if monitor_dir is None else os.path.join(monitor_dir, f"{index}.monitor.csv")
     if atari:
         env = make_atari_env(env_id, training, filename, monitor_append, **env_kwargs)
