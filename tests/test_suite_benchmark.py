@@ -254,3 +254,20 @@ def test_combine_merges_other_seeds_of_the_same_runs(suite, tmp_path):
     again = _suite_json(tmp_path / "again.json", [row([run(0, 100.0)])], backend="torch")
     (replaced,), _, _ = suite.combine([first, more, again])
     assert replaced["mean"] == 100.0 and replaced["backend"] == "torch" and replaced["source"] == "again.json"
+
+
+def test_first_seed_reports_the_seeds_from_there(suite, tmp_path, monkeypatch, capsys):
+    logroot, output = tmp_path / "runs", tmp_path / "out"
+    budget = suite.scaled(suite.budget_of("CartPole-v1")[0], 0.02)
+    fake_run(str(logroot / "CartPole-v1" / "0"), budget, final=10.0)  # not among seeds 1-2: not counted
+    fake_run(str(logroot / "CartPole-v1" / "1"), budget, final=100.0)
+    fake_run(str(logroot / "CartPole-v1" / "2"), budget, final=300.0)
+    monkeypatch.setattr(suite, "probe", lambda env_ids, cache: {e: {"status": "ok", "random": {
+        "mean_return": 20.0, "episodes": suite.RANDOM_EPISODES}} for e in env_ids})
+    assert suite.main(["--envs=CartPole-v1", "--first_seed=1", "--seeds=2", "--budget_scale=0.02", "--report",
+                       f"--logroot={logroot}", f"--output={output}"]) == 0
+    assert "| CartPole-v1 | 2k | 2/2 | 200.0 ± 100.0 |" in capsys.readouterr().out
+    (json_path,) = output.glob("suite_*.json")
+    assert [r["seed"] for r in json.loads(json_path.read_text())["envs"][0]["runs"]] == [1, 2]
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--first_seed=-1"])
