@@ -11,7 +11,8 @@ Translated: num_envs, num_steps, batch_size, num_epochs, lr (constant, or linear
 anneal_lr), gamma, gae_lambda, clip_range (annealed with anneal_clip_range), ent_coef, vf_coef,
 max_grad_norm, hidden_sizes (separate pi/vf nets), activation, log_std_init, ortho_init, use_sde,
 sde_sample_freq, normalize_obs/normalize_reward (VecNormalize, gamma from the flagfile), time_feature
-(the same gymnasium TimeAwareObservation, as make_vec_env's wrapper_class), and the budget
+(the same gymnasium TimeAwareObservation, as make_vec_env's wrapper_class), env_kwargs (make_vec_env's
+env_kwargs), and the budget
 (total_timesteps). A recurrent flagfile runs sb3-contrib's RecurrentPPO with MlpLstmPolicy:
 hidden_layer_size is its lstm_hidden_size, shared_lstm=false its separate critic LSTM
 (enable_critic_lstm), lstm_head_sizes its net_arch after the LSTM; hidden_sizes must be empty (its
@@ -39,7 +40,7 @@ import harness
 TRANSLATED = {"num_envs", "num_steps", "batch_size", "num_epochs", "lr", "anneal_lr", "gamma", "gae_lambda",
               "clip_range", "anneal_clip_range", "ent_coef", "vf_coef", "max_grad_norm", "hidden_sizes",
               "activation", "log_std_init", "ortho_init", "use_sde", "sde_sample_freq", "normalize_obs",
-              "normalize_reward", "time_feature", "total_timesteps", "eval_interval", "save_interval"}
+              "normalize_reward", "time_feature", "env_kwargs", "total_timesteps", "eval_interval", "save_interval"}
 RECURRENT = {"recurrent", "hidden_layer_size", "shared_lstm", "lstm_head_sizes", "timestep_size"}
 EVAL_EPISODES = 10
 
@@ -87,7 +88,8 @@ def run(env_id, seed):
         shared = truthy(f.get("shared_lstm", "true"))
         policy_kwargs.update(lstm_hidden_size=get("hidden_layer_size", 128, int), shared_lstm=shared,
                              enable_critic_lstm=not shared)
-    is_box = isinstance(gym.make(env_id).action_space, gym.spaces.Box)
+    env_kwargs = json.loads(f.get("env_kwargs", "{}"))
+    is_box = isinstance(gym.make(env_id, **env_kwargs).action_space, gym.spaces.Box)
     if is_box:
         policy_kwargs["log_std_init"] = get("log_std_init", 0.0)
     wrapper = None
@@ -95,7 +97,7 @@ def run(env_id, seed):
         from gymnasium.wrappers import TimeAwareObservation
 
         wrapper = functools.partial(TimeAwareObservation, flatten=True, normalize_time=True)
-    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrapper)
+    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrapper, env_kwargs=env_kwargs)
     norm_obs, norm_reward = truthy(f.get("normalize_obs", "false")), truthy(f.get("normalize_reward", "false"))
     if norm_obs or norm_reward:
         venv = VecNormalize(venv, norm_obs=norm_obs, norm_reward=norm_reward, gamma=gamma)
@@ -112,7 +114,7 @@ def run(env_id, seed):
     start = time.perf_counter()
     model.learn(budget)
     seconds = time.perf_counter() - start
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, wrapper_class=wrapper)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, wrapper_class=wrapper, env_kwargs=env_kwargs)
     if isinstance(venv, VecNormalize):
         eval_env = VecNormalize(eval_env, norm_obs=norm_obs, norm_reward=False, gamma=gamma, training=False)
         eval_env.obs_rms = venv.obs_rms

@@ -1,5 +1,6 @@
 """What the command-line tools share: backend selection and one-line errors."""
 
+import json
 import os
 import re
 import sys
@@ -11,6 +12,32 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 class UsageError(ValueError):
     """Bad flags: reported in one line, exit code 2."""
+
+
+class JsonObjectParser(flags.ArgumentParser):
+    """A flag whose value is a JSON object (`--env_kwargs='{"g": 9.81}'`): parsed to a dict, so that a bad value
+    is a flag error (naming the flagfile's line) and a saved run's value compares as data, not as text."""
+
+    syntactic_help = "a JSON object"
+
+    def parse(self, argument):
+        if argument is None or isinstance(argument, dict):
+            return argument
+        try:
+            value = json.loads(argument)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON ({e}): {argument}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object {{...}}, got {argument}")
+        return value
+
+    def flag_type(self):
+        return "JSON object"
+
+
+class JsonSerializer(flags.ArgumentSerializer):
+    def serialize(self, value):
+        return json.dumps(value)
 
 
 def select_backend(name):

@@ -105,6 +105,9 @@ class Hyperparameters:
     time_feature: bool = setting(False, "rollout", "Append the elapsed fraction of the episode's time limit to "
                                  "the observation (gymnasium's TimeAwareObservation), so that values near a "
                                  "time-out are predictable.")
+    env_kwargs: dict | None = setting(None, "rollout", "Keyword arguments of gymnasium.make for the env id, a JSON "
+                                      "object, e.g. '{\"include_cfrc_ext_in_observation\": false}'; saved with "
+                                      "the model, so that evaluation and play build the same env.")
     # How the work is split (README: "Parallelism"); the results do not depend on it.
     gather_per_worker: int = setting(1, "parallel", "Gathering workers: step the num_envs envs in this many worker "
                                      "processes (num_envs/M envs each; 1: in this process), or with --ray_address "
@@ -199,6 +202,7 @@ class Hyperparameters:
         for name in ("eta", "eta_kl"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        check_env_kwargs(self.env_kwargs)
         if self.reward_transform not in REWARD_TRANSFORMS:
             raise ValueError(f"unknown reward_transform {self.reward_transform!r}: "
                              f"use one of {', '.join(REWARD_TRANSFORMS)}")
@@ -222,6 +226,35 @@ class Hyperparameters:
         d["hidden_sizes"] = list(self.hidden_sizes)
         d["lstm_head_sizes"] = list(self.lstm_head_sizes)
         return d
+
+
+def check_env_kwargs(env_kwargs):
+    """`env_kwargs` must be what a JSON object holds (it is saved in ppo.json): string keys, plain values."""
+    if env_kwargs is None:
+        return
+    if not isinstance(env_kwargs, dict):
+        raise ValueError(f"env_kwargs must be a dict of gymnasium.make's keyword arguments, got {env_kwargs!r}")
+    for key, value in env_kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"env_kwargs keys must be argument names, got {key!r}")
+        if key == "render_mode":
+            raise ValueError("env_kwargs cannot set render_mode: training envs do not render, and play and "
+                             "record_video choose their own")
+        if not _plain(value):
+            raise ValueError(f"env_kwargs[{key!r}] must be a JSON value (number, string, bool, None, list or "
+                             f"dict of those), got {value!r}")
+
+
+def _plain(value):
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 def settings(group=None):

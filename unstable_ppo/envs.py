@@ -119,6 +119,10 @@ def make_env(env_id, **env_kwargs):
     """`gym.make`, with a missing MuJoCo or Box2D named by the extra that installs it."""
     try:
         return gym.make(env_id, **env_kwargs)
+    except TypeError as e:
+        if not env_kwargs:
+            raise
+        raise ValueError(f"{env_id} does not take these env_kwargs: {e}") from None
     except gym.error.DependencyNotInstalled as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         extra = next((x for x in EXTRAS if x in message.lower()), None)
@@ -169,7 +173,8 @@ def with_time_feature(env, env_id=None):
 def as_vector_env(env, num_envs, vectorization_mode="sync", time_feature=False, **make_kwargs):
     """An env id, a `gym.Env` or a `VectorEnv` -> `(VectorEnv, env_id or None)`.
 
-    `make_kwargs` (monitor_dir, training, ...) go to `make_vec_env` for env ids. `time_feature`
+    `make_kwargs` (env_kwargs, monitor_dir, training, ...) go to `make_vec_env` for env ids; an env
+    already built is used as it is (the model's observation-space check catches a mismatch). `time_feature`
     wraps an id's envs and a `gym.Env`; a `VectorEnv` must bring the time in its observations itself
     (the model's observation space is checked against it).
     """

@@ -356,6 +356,7 @@ def describe(ppo, output, format):
             "one_hot": int(ppo.observation_space.n) if isinstance(ppo.observation_space, spaces.Discrete) else None,
         },
         "env_id": ppo.env_id,
+        "env_kwargs": ppo.hp.env_kwargs or {},
         "env_preprocessing": env_preprocessing(ppo.env_id, ppo.hp.time_feature),
         "num_timesteps": ppo.num_timesteps,
         "unstable_ppo_version": __version__,

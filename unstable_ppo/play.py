@@ -61,11 +61,13 @@ def play(argv_flags):
         env = make_vec_env(
             env_id, 1, "sync", training=False, max_episode_steps=argv_flags.max_steps,
             video_dir=video_dir, video_episodes=argv_flags.episodes,
-            env_kwargs={"render_mode": "rgb_array" if video_dir else "human"}, time_feature=ppo.hp.time_feature,
+            env_kwargs={**(ppo.hp.env_kwargs or {}), "render_mode": "rgb_array" if video_dir else "human"},
+            time_feature=ppo.hp.time_feature,
         )
     else:
         env = make_vec_env(env_id, min(argv_flags.episodes, ppo.hp.num_envs), ppo.hp.vectorization_mode,
-                           training=False, max_episode_steps=argv_flags.max_steps, time_feature=ppo.hp.time_feature)
+                           training=False, max_episode_steps=argv_flags.max_steps, time_feature=ppo.hp.time_feature,
+                           env_kwargs=ppo.hp.env_kwargs)
     try:
         result = ppo.evaluate(env, n_episodes=argv_flags.episodes, deterministic=argv_flags.deterministic,
                               seed=argv_flags.seed)

@@ -67,6 +67,8 @@ class PPO:
     `env`: a gymnasium env id, a `gymnasium.Env` or a `VectorEnv`. An id is built
     into `num_envs` copies (each writing a Monitor CSV into `monitor_dir`, if given);
     a `VectorEnv` brings its own `num_envs`. Dict and Tuple observations are encoded entry by entry.
+    `env_kwargs` (gymnasium.make's arguments) build an id's envs; an env already built is taken as
+    it is, and `env_kwargs` then say how `evaluate()` and play rebuild it from its id.
 
     `encoder`: a Keras layer of your own in place of the built-in observation encoder (for
     both networks; `policy_encoder` and `value_encoder` for one each). It maps the observation
@@ -112,7 +114,7 @@ class PPO:
         if env is not None:
             self.env, self.env_id = as_vector_env(
                 env, self.hp.num_envs, self.hp.vectorization_mode, time_feature=self.hp.time_feature,
-                monitor_dir=monitor_dir, gather_per_worker=self.hp.gather_per_worker,
+                env_kwargs=self.hp.env_kwargs, monitor_dir=monitor_dir, gather_per_worker=self.hp.gather_per_worker,
             )
             self.observation_space = self.env.single_observation_space
             self.action_space = self.env.single_action_space
@@ -327,8 +329,9 @@ class PPO:
         The number of envs may differ from the saved run's; the next `learn` starts
         from a fresh reset of `env`.
         """
-        vec, env_id = as_vector_env(env, self.hp.num_envs, self.hp.vectorization_mode,
-                                    time_feature=self.hp.time_feature, gather_per_worker=self.hp.gather_per_worker)
+        hp = self.hp
+        vec, env_id = as_vector_env(env, hp.num_envs, hp.vectorization_mode, time_feature=hp.time_feature,
+                                    env_kwargs=hp.env_kwargs, gather_per_worker=hp.gather_per_worker)
         try:
             self.check_env(vec)
         except ValueError:

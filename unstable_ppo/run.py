@@ -24,7 +24,7 @@ import typing
 from absl import flags
 
 from unstable_ppo import config, quiet
-from unstable_ppo.cli import BACKENDS, run_app, select_backend
+from unstable_ppo.cli import BACKENDS, JsonObjectParser, JsonSerializer, run_app, select_backend
 from unstable_ppo.faults import EnvFailure
 # Flag settling and the run itself live in their own modules; their names stay importable from here.
 from unstable_ppo.run_settings import (  # noqa: F401 - re-exported
@@ -71,6 +71,8 @@ def _define_setting_flags():
             flags.DEFINE_float(name, field.default, meta["help"])
         elif tuple in kinds:
             flags.DEFINE_list(name, [str(v) for v in field.default], meta["help"])
+        elif dict in kinds:
+            flags.DEFINE(JsonObjectParser(), name, field.default, meta["help"], serializer=JsonSerializer())
         else:
             flags.DEFINE_string(name, field.default, meta["help"])
 

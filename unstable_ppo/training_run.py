@@ -56,7 +56,7 @@ class TrainingRun:
         # The evaluation envs write no files: they tell the spaces before the training envs exist.
         self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, training=False,
                                      max_episode_steps=f.eval_max_steps, max_env_restarts=f.max_env_restarts,
-                                     env_timeout=f.env_timeout, time_feature=hp.time_feature)
+                                     env_timeout=f.env_timeout, time_feature=hp.time_feature, env_kwargs=hp.env_kwargs)
         try:
             hp.check_spaces(self.eval_env.single_observation_space, self.eval_env.single_action_space)
             from unstable_ppo.ppo import PPO  # Keras (and TensorFlow) start here, after every other flag check
@@ -77,9 +77,11 @@ class TrainingRun:
                 self.eval_env.close()
                 raise
         env_files = dict(monitor_dir=paths.monitor_dir, training=True, monitor_append=f.resume,
-                         max_env_restarts=f.max_env_restarts, env_timeout=f.env_timeout, time_feature=hp.time_feature)
+                         max_env_restarts=f.max_env_restarts, env_timeout=f.env_timeout, time_feature=hp.time_feature,
+                         env_kwargs=hp.env_kwargs)
         if settings.ray_address:  # the actors step the envs and write the Monitor files; these only tell the spaces
-            env = make_vec_env(f.env_id, f.num_envs, "sync", training=True, time_feature=hp.time_feature)
+            env = make_vec_env(f.env_id, f.num_envs, "sync", training=True, time_feature=hp.time_feature,
+                               env_kwargs=hp.env_kwargs)
         else:
             env = make_vec_env(f.env_id, f.num_envs, f.vec_env, gather_per_worker=f.gather_per_worker, **env_files)
         if f.resume:
