@@ -6,6 +6,7 @@ in-process vector env does, and N learners make the update one learner makes.
 The Ray tests run a real local Ray instance on 127.0.0.1, started once for the module.
 """
 
+import csv
 import json
 import os
 import signal
@@ -277,3 +278,20 @@ def test_runner_on_ray_goes_on_while_a_killed_actor_restarts_and_saves(ray_clust
     assert missed >= 1 and updates > back_at
     assert saved["num_timesteps"] == (updates * 4 - missed * 2) * num_steps
     assert sorted(os.listdir(logdir / "monitor")) == [f"{i}.monitor.csv" for i in range(4)]
+
+
+def test_ray_actors_build_their_envs_with_the_env_kwargs(ray_cluster, tmp_path, run_runner):
+    """`--env_kwargs` reaches the actors' envs: CartPole cut at 7 steps in every actor's Monitor file."""
+    logdir = tmp_path / "run"
+    proc = run_runner(
+        "--env_id=CartPole-v1", "--noenv_defaults", "--num_envs=4", "--num_steps=16", "--batch_size=32",
+        "--num_epochs=1", "--num_episodes=2", "--eval_episodes=1", "--gather_per_worker=2",
+        f"--ray_address={ray_cluster}", '--env_kwargs={"max_episode_steps": 7}', f"--logdir={logdir}",
+        env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for i in range(4):
+        lengths = [int(row["l"]) for row in csv.DictReader((logdir / "monitor" / f"{i}.monitor.csv").read_text()
+                                                            .splitlines()[1:])]
+        assert lengths and max(lengths) <= 7, (i, lengths)
+    assert json.loads((logdir / "model" / "latest" / "ppo.json").read_text())["hyperparameters"]["env_kwargs"] == {
+        "max_episode_steps": 7}
