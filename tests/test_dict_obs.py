@@ -293,8 +293,8 @@ def test_runner_trains_a_dict_env_and_an_encoder_from_flags(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--encoder=tests.helpers.encoders"], "expected module:ClassName"),
-    (["--encoder=tests.helpers.encoders:VectorEncoder", "--encoder_kwargs=[1]"], "must be a JSON object"),
-    (["--encoder=tests.helpers.encoders:VectorEncoder", "--encoder_kwargs={units: 3}"], "is not JSON"),
+    (["--encoder=tests.helpers.encoders:VectorEncoder", "--encoder_kwargs=[1]"], "expected a JSON object"),
+    (["--encoder=tests.helpers.encoders:VectorEncoder", "--encoder_kwargs={units: 3}"], "not JSON"),
     (["--encoder_kwargs={}"], "--encoder_kwargs needs --encoder"),
     (["--encoder=no_such_module_xyz:Enc"], "cannot import module 'no_such_module_xyz'"),
     (["--encoder=tests.helpers.encoders:Missing"], "has no class 'Missing'"),

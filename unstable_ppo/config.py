@@ -12,6 +12,7 @@ bad flag is reported in a second on every backend.
 """
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -240,21 +241,11 @@ def check_env_kwargs(env_kwargs):
         if key == "render_mode":
             raise ValueError("env_kwargs cannot set render_mode: training envs do not render, and play and "
                              "record_video choose their own")
-        if not _plain(value):
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
             raise ValueError(f"env_kwargs[{key!r}] must be a JSON value (number, string, bool, None, list or "
-                             f"dict of those), got {value!r}")
-
-
-def _plain(value):
-    if value is None or isinstance(value, (bool, str)):
-        return True
-    if isinstance(value, (int, float)):
-        return math.isfinite(value)
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
+                             f"dict of those), got {value!r}") from None
 
 
 def settings(group=None):

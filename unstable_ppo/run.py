@@ -81,8 +81,8 @@ _define_setting_flags()
 flags.DEFINE_string("encoder", None, "A Keras layer of your own as the observation encoder, module:ClassName (the "
                     "module is imported, as for --env_id=module:EnvId; the class must be registered with "
                     "keras.saving.register_keras_serializable). The MLP torso (--hidden_sizes) follows it.")
-flags.DEFINE_string("encoder_kwargs", None, "The --encoder's constructor arguments, a JSON object, e.g. "
-                    "'{\"filters\": 32}'.")
+flags.DEFINE(JsonObjectParser(), "encoder_kwargs", None, "The --encoder's constructor arguments, a JSON object, "
+             "e.g. '{\"filters\": 32}'.", serializer=JsonSerializer())
 flags.DEFINE_integer("num_episodes", None, "Rollout/update iterations (default: from --total_timesteps).")
 flags.DEFINE_integer("total_timesteps", 100_000, "Env steps to train for, when --num_episodes is not given.")
 flags.DEFINE_enum("backend", None, BACKENDS, "Keras backend (default: $KERAS_BACKEND, else tensorflow).")

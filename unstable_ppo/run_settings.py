@@ -245,13 +245,7 @@ class RunSettings:
         module, _, name = f.encoder.partition(":")
         if not (module and name.isidentifier()):
             raise UsageError(f"--encoder={f.encoder!r}: expected module:ClassName, e.g. my_package.encoders:GridEncoder")
-        try:
-            kwargs = json.loads(f.encoder_kwargs or "{}")
-        except json.JSONDecodeError as e:
-            raise UsageError(f"--encoder_kwargs is not JSON: {e}") from None
-        if not isinstance(kwargs, dict):
-            raise UsageError(f"--encoder_kwargs must be a JSON object, got {f.encoder_kwargs}")
-        return module, name, kwargs
+        return module, name, f.encoder_kwargs or {}  # a dict: the flag's parser checked the JSON
 
     def make_encoder(self):
         """The `--encoder` layer (imports its module), or None; a one-line error names what is wrong."""
