@@ -28,6 +28,7 @@ import re
 import subprocess
 import sys
 
+import atari_soak
 import harness
 
 EVAL_LINE = re.compile(r"eval at (\d+) steps: mean_return=(-?[\d.]+) std_return=([\d.]+)"
@@ -81,8 +82,10 @@ def training_score(logdir, every=250_000, last=100):
 def collect_one(logdir):
     # training.log: the runner appends to it across `--resume`s, so it holds every evaluation of the run.
     text = open(os.path.join(logdir, "training.log")).read()
-    evaluations = [{"steps": int(m[0]), "mean_return": float(m[1]), "std_return": float(m[2]),
-                    "seconds": float(m[3]) if m[3] else None} for m in EVAL_LINE.findall(text)]
+    # After a SIGKILL the steps since the last checkpoint are trained again: the later line for a step wins.
+    evaluations = list({int(m[0]): {"steps": int(m[0]), "mean_return": float(m[1]), "std_return": float(m[2]),
+                                    "seconds": float(m[3]) if m[3] else None}
+                        for m in EVAL_LINE.findall(text)}.values())
     meta = json.load(open(os.path.join(logdir, "model", "latest", "ppo.json")))
     flags = meta["run"]["flags"]
     result = {
@@ -93,6 +96,11 @@ def collect_one(logdir):
         # last session only (from the step it was resumed at).
         "resumed_at": [int(m) for m in re.findall(r"stopped by \w+ after (\d+) steps", text)],
     }
+    soak = atari_soak.summarize(logdir)  # a soak (atari_soak.py): its kills, memory and disk samples
+    if soak is not None:
+        result.update(soak)
+        result["resumed_at"] = sorted(set(result["resumed_at"]) | {
+            s["checkpoint_steps"] for s in soak["starts"] if s["resume"]})
     metrics_path = os.path.join(logdir, "metrics.json")
     if os.path.exists(metrics_path):
         metrics = json.load(open(metrics_path))
@@ -106,7 +114,8 @@ def collect_one(logdir):
 
 
 def collect(args):
-    runs = [collect_one(d) for d in sorted(glob.glob(os.path.join(args.logroot, "*"))) if os.path.isdir(d)]
+    runs = [collect_one(d) for d in sorted(glob.glob(os.path.join(args.logroot, "*")))
+            if os.path.isfile(os.path.join(d, "training.log"))]
     for r in runs:
         final = (f"latest {r['latest']['mean_return']:.1f} ± {r['latest']['std_return']:.1f}, best "
                  f"{r['best']['mean_return']:.1f} ± {r['best']['std_return']:.1f}" if r["finished"] else "not finished")

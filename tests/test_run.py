@@ -63,6 +63,57 @@ def test_resume_continues_counters_monitor_files_and_tensorboard(tmp_path, run_r
     assert steps == [64, 128, 192, 256]  # the curve continues: no step is written twice
 
 
+def _scalars(tb_dir, tag):
+    """(step, value) of every `tag` scalar in the event files, read raw (TensorBoard's own loader would
+    purge out-of-order steps and hide a duplicate)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    points = []
+    for name in sorted(n for n in os.listdir(tb_dir) if n.startswith("events.out.tfevents")):
+        for event in EventFileLoader(os.path.join(tb_dir, name)).Load():
+            for value in event.summary.value:
+                if value.tag == tag:
+                    number = value.simple_value if value.HasField("simple_value") else \
+                        float(tensor_util.make_ndarray(value.tensor))
+                    points.append((event.step, number))
+    return points
+
+
+def test_resume_cuts_what_a_killed_run_wrote_after_its_last_checkpoint(tmp_path, run_runner):
+    """A SIGKILLed run's Monitor rows and TensorBoard scalars after its last checkpoint are cut on
+    resume: those steps are trained again, and the curves and CSVs must not count them twice."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    logdir = tmp_path / "run"
+    first = run_runner(*SHORT, "--num_episodes=2", "--save_interval=1", "--eval_interval=0", f"--logdir={logdir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    monitor = logdir / "monitor" / "0.monitor.csv"
+    at_checkpoint = monitor.read_text().splitlines()
+    # What a run killed between update 2's checkpoint and update 4's would have left behind:
+    with open(monitor, "a") as f:
+        f.write("12345.0,17,99.0\n12345.0,18,99.5\n12345.0,1")  # two episodes, then a row torn by the kill
+    writer = EventFileWriter(str(logdir), filename_suffix=".killed")
+    for step in (192, 256):
+        writer.add_event(event_pb2.Event(step=step, wall_time=1.0, summary=summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag="train/value_loss", simple_value=999.0)])))
+    writer.close()
+    killed_file, = [n for n in os.listdir(logdir) if n.endswith(".killed")]
+    with open(logdir / killed_file, "ab") as f:
+        f.write(b"\x40\x00\x00")  # a record torn by the kill
+
+    resumed = run_runner("--resume", "--num_episodes=4", f"--logdir={logdir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    lines = monitor.read_text().splitlines()
+    assert lines[:len(at_checkpoint)] == at_checkpoint and not any("12345" in line for line in lines)
+    assert len(lines) > len(at_checkpoint) and all(len(line.split(",")) == 3 for line in lines[1:])
+    points = sorted(_scalars(logdir, "train/value_loss"))
+    assert [step for step, _ in points] == [64, 128, 192, 256] and 999.0 not in [v for _, v in points]
+    saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
+    assert saved["run"]["monitor_episodes"]["0.monitor.csv"] == len(lines) - 2
+
+
 def test_resume_after_sigkill_loses_at_most_one_save_interval(tmp_path, run_runner):
     import signal
     import time

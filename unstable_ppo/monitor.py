@@ -1,8 +1,10 @@
 """Episode logs in the formats other RL tools read: Monitor CSVs and TensorBoard scalars."""
 
 import csv
+import glob
 import json
 import os
+import struct
 import time
 
 import gymnasium as gym
@@ -83,6 +85,81 @@ def read_monitor(filename):
         header = json.loads(first[1:])
         rows = [{"r": float(r["r"]), "l": int(r["l"]), "t": float(r["t"])} for r in csv.DictReader(f)]
     return header, rows
+
+
+def monitor_episodes(monitor_dir):
+    """{file name: episodes written} of the Monitor CSVs in `monitor_dir`: saved with a checkpoint, so
+    that a resume from it can drop the episodes written after it (`rewind_monitor_files`)."""
+    counts = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(monitor_dir), "*.monitor.csv"))):
+        with open(path, "rb") as f:
+            counts[os.path.basename(path)] = max(0, f.read().count(b"\n") - 2)  # less the two header lines
+    return counts
+
+
+def rewind_monitor_files(monitor_dir, episodes):
+    """Cut each Monitor CSV back to the episodes it held at the checkpoint a run resumes from.
+
+    A killed run's CSVs go on past its last checkpoint: those episodes were played by a policy the
+    resumed run never had, and their steps are trained again. Cut, the CSVs count the same steps as
+    the resumed run (a row torn by the kill goes too). A CSV the checkpoint did not know is removed.
+    """
+    for path in glob.glob(os.path.join(glob.escape(monitor_dir), "*.monitor.csv")):
+        keep = episodes.get(os.path.basename(path))
+        if keep is None:
+            os.remove(path)
+            continue
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+        size = sum(len(line) + 1 for line in lines[:keep + 2])
+        if os.path.getsize(path) > size:
+            with open(path, "r+b") as f:
+                f.truncate(size)
+
+
+def _read_records(path):
+    """The TFRecord payloads of an event file, stopping at a record torn by a kill."""
+    records = []
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                break
+            (length,) = struct.unpack("<Q", header[:8])
+            data = f.read(length)
+            if len(data) < length or len(f.read(4)) < 4:
+                break
+            records.append(data)
+    return records
+
+
+def rewind_tensorboard(tb_dir, step):
+    """Drop the TensorBoard scalars logged after `step` (the checkpoint a run resumes from).
+
+    Otherwise a resumed run's curves would hold two values for the steps trained again after a kill.
+    Each event file that holds any is rewritten without them (atomically); a record torn by the kill
+    goes too. Reads and writes TFRecords with the `tensorboard` package: no TensorFlow.
+    """
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    for path in glob.glob(os.path.join(glob.escape(tb_dir), "events.out.tfevents.*")):
+        records = _read_records(path)
+        kept = []
+        for data in records:
+            event = event_pb2.Event.FromString(data)
+            if not (event.HasField("summary") and event.step > step):
+                kept.append(data)
+        if len(kept) == len(records) and os.path.getsize(path) == sum(len(d) + 16 for d in records):
+            continue
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            writer = RecordWriter(f)
+            for data in kept:
+                writer.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 # PPO log name -> the TensorBoard key Stable-Baselines3 users know. SB3 logs the

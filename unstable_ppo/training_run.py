@@ -29,7 +29,7 @@ from unstable_ppo.checkpoint import (
 from unstable_ppo.cli import UsageError
 from unstable_ppo.envs import make_vec_env
 from unstable_ppo.faults import EnvFailure, NonFiniteError
-from unstable_ppo.monitor import TensorBoardLogger
+from unstable_ppo.monitor import TensorBoardLogger, monitor_episodes, rewind_monitor_files, rewind_tensorboard
 from unstable_ppo.ray_gather import RayGatherer
 from unstable_ppo.run_settings import RunSettings, check_writable, run_flags
 
@@ -76,6 +76,8 @@ class TrainingRun:
             except (ValueError, FileNotFoundError, UsageError):
                 self.eval_env.close()
                 raise
+        if f.resume and settings.saved.get("monitor_episodes"):  # the episodes after the checkpoint go
+            rewind_monitor_files(paths.monitor_dir, settings.saved["monitor_episodes"])
         env_files = dict(monitor_dir=paths.monitor_dir, training=True, monitor_append=f.resume,
                          max_env_restarts=f.max_env_restarts, env_timeout=f.env_timeout, time_feature=hp.time_feature,
                          env_kwargs=hp.env_kwargs)
@@ -115,6 +117,8 @@ class TrainingRun:
             "config_file": self.settings.config_file,
             "best_mean_return": self.best_mean_return,
             "evaluations": self.evaluations,
+            # The Monitor CSVs' episodes so far: a resume from this checkpoint cuts them back to these.
+            "monitor_episodes": monitor_episodes(self.paths.monitor_dir),
         }
 
     def train(self) -> None:
@@ -127,6 +131,8 @@ class TrainingRun:
         if ppo.gatherer is not None:
             for line in ppo.gatherer.describe():
                 log.info("%s", line)
+        if f.resume:  # the scalars logged after the checkpoint (a killed run's) go: those steps are trained again
+            rewind_tensorboard(self.paths.tb_dir, ppo.num_timesteps)
         self.tensorboard = TensorBoardLogger(self.paths.tb_dir)
         self.stop = _StopRequests()
         start = time.perf_counter()
