@@ -53,15 +53,32 @@ def select_backend(name):
     os.environ["KERAS_BACKEND"] = name
 
 
-def run_app(command):
-    """`absl.app.run` for a tool whose body is `command(FLAGS)`."""
+def run_app(command, positional=False):
+    """`absl.app.run` for a tool whose body is `command(FLAGS)` (`command(args, FLAGS)` with `positional`)."""
     def main(argv):
         logging.set_verbosity(logging.WARNING)  # keep JAX's platform probing off the console
+        if positional:
+            return exit_on_error(command, argv[1:], flags.FLAGS)
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         exit_on_error(command, flags.FLAGS)
 
+    adopt_key_flags(command.__module__)
     app.run(main, flags_parser=parse_flags)
+
+
+def adopt_key_flags(module_name):
+    """Make the tool module's flags the key flags of the program, so that `--help` lists them.
+
+    absl's `--help` lists the key flags of the module named `sys.argv[0]`: the tool's own module under
+    `python -m unstable_ppo.TOOL`, but the wrapper script under an installed console script (which
+    then listed no flag at all).
+    """
+    if module_name == "__main__":
+        return  # python -m: its flags are already registered under sys.argv[0]
+    sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__  # absl's usage text is __main__'s docstring
+    for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def parse_flags(argv):

@@ -11,10 +11,10 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from unstable_ppo.checkpoint import write_atomically
-from unstable_ppo.cli import UsageError, exit_on_error, parse_flags
+from unstable_ppo.cli import UsageError, run_app
 from unstable_ppo.monitor import read_monitor
 
 flags.DEFINE_string("output", "curves.png", "Where the PNG goes.")
@@ -143,12 +143,7 @@ def plot(logdirs, argv_flags):
 
 
 def entry_point():
-
-    def main(argv):
-        logging.set_verbosity(logging.WARNING)
-        exit_on_error(plot, argv[1:], FLAGS)
-
-    app.run(main, flags_parser=parse_flags)
+    run_app(plot, positional=True)
 
 
 if __name__ == "__main__":
