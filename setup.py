@@ -1,4 +1,18 @@
+import os
+import re
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read(name):
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:  # the README has non-ASCII text: any locale
+        return f.read()
+
+
+# The version's one source is unstable_ppo/version.py (read, not imported: setup runs before the dependencies exist).
+VERSION = re.search(r'^__version__ = "([^"]+)"', read(os.path.join("unstable_ppo", "version.py")), re.M).group(1)
 
 # torch is pinned: 2.13.0 is the CPU build these machines install without a
 # multi-GB CUDA download; any newer torch works if you install it yourself.
@@ -30,9 +44,9 @@ EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "cuda" f
 
 setup(
     name="unstable_ppo",
-    version="0.1.0",
+    version=VERSION,
     description="Proximal Policy Optimization in Keras 3, on TensorFlow, JAX or PyTorch",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=read("README.md"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["unstable_ppo", "unstable_ppo.*"]),
     python_requires=">=3.10",
@@ -54,8 +68,8 @@ setup(
             "unstable-ppo=unstable_ppo.run:entry_point",
             "unstable-ppo-play=unstable_ppo.play:entry_point",
             "unstable-ppo-plot=unstable_ppo.plot:entry_point",
-            "unstable-ppo-export=unstable_ppo.export:entry_point",
-            "unstable-ppo-tune=unstable_ppo.tune:entry_point",
+            "unstable-ppo-export=unstable_ppo.export.cli:entry_point",
+            "unstable-ppo-tune=unstable_ppo.tune.cli:entry_point",
         ]
     },
 )

@@ -1,9 +1,9 @@
 """unstable_ppo: Proximal Policy Optimization in Keras 3, on TensorFlow, JAX or PyTorch."""
 
-__version__ = "0.1.0"
 __all__ = ["PPO", "use_compilation_cache", "__version__"]
 
 from unstable_ppo import quiet  # noqa: E402
+from unstable_ppo.version import __version__  # noqa: E402
 
 quiet.install()  # TensorFlow's C++ start-up lines, off the console on every backend (see quiet.py)
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 
-from unstable_ppo import __version__
+from unstable_ppo.version import __version__
 from unstable_ppo.faults import NonFiniteError
 
 LATEST = "latest"

@@ -18,13 +18,15 @@ import math
 import numpy as np
 from gymnasium import spaces
 
-from unstable_ppo.envs import VECTORIZATION_MODES
-from unstable_ppo.normalize import REWARD_TRANSFORMS
-from unstable_ppo.observations import ObservationLayout
-from unstable_ppo.parallel import check_split
-from unstable_ppo.spaces import is_image_space
+from unstable_ppo.spaces import is_image_space, vector_entry_keys
 
 GROUPS = ("rollout", "update", "loss", "network", "parallel")
+# How a vector env steps its envs: one process, a process per env, or ale-py's C++ vector env (Atari).
+VECTORIZATION_MODES = ("sync", "async", "ale")
+# The TF1 reference code's reward transforms (`normalize.transform_reward`).
+REWARD_TRANSFORMS = ("identity", "scale", "positive")
+# Backends whose data-parallel learners `worker_num` can use (keras.distribution.DataParallel).
+DATA_PARALLEL_BACKENDS = ("jax",)
 
 
 def setting(default, group, help, flag=None, fixed_on_resume=True, choices=None):
@@ -217,7 +219,7 @@ class Hyperparameters:
                                      f"not {type(action_space).__name__}")
         if self.normalize_obs:
             structured = isinstance(observation_space, (spaces.Dict, spaces.Tuple))
-            if structured and not ObservationLayout(observation_space).vector_entries():
+            if structured and not vector_entry_keys(observation_space):
                 raise ValueError("normalize_obs applies to Box vector entries: this Dict/Tuple observation has none")
             if not structured and (not isinstance(observation_space, spaces.Box) or is_image_space(observation_space)):
                 raise ValueError("normalize_obs applies to Box vector observations, not images or discrete ones")
@@ -268,3 +270,37 @@ def group_values(hp, group):
 LossConfig = dataclasses.make_dataclass(
     "LossConfig", [(f.name, f.type, dataclasses.field(default=f.default)) for f in settings("loss")], frozen=True)
 LossConfig.__module__ = __name__
+
+
+def check_split(num_envs, gather_per_worker, worker_num=1, batch_size=None):
+    """One-line `ValueError`s for a split of the work that cannot work, checked here for every entry point.
+
+    - `gather_per_worker` M: the rollout's `num_envs` envs are stepped by M gathering workers
+      (processes on this machine, `unstable_ppo.gather`, or Ray actors, `unstable_ppo.ray_gather`);
+    - `worker_num` N: each minibatch is split over N devices (data-parallel learners; JAX only).
+
+    Neither changes the result of a seeded run, only how fast it comes.
+    """
+    if isinstance(gather_per_worker, bool) or not isinstance(gather_per_worker, int) or gather_per_worker < 1:
+        raise ValueError(f"gather_per_worker must be a positive integer, got {gather_per_worker!r}")
+    if gather_per_worker > num_envs:
+        raise ValueError(f"gather_per_worker={gather_per_worker} is larger than num_envs={num_envs}: "
+                         f"each gathering worker needs at least one env")
+    if num_envs % gather_per_worker:
+        raise ValueError(f"gather_per_worker={gather_per_worker} does not divide num_envs={num_envs}: "
+                         f"each gathering worker steps num_envs/gather_per_worker envs")
+    if worker_num == 1:
+        return
+    import keras  # late: the runner checks its flags before it chooses the backend
+
+    backend = keras.backend.backend()
+    if backend not in DATA_PARALLEL_BACKENDS:
+        raise ValueError(f"worker_num={worker_num} (data-parallel learners) needs the jax backend "
+                         f"(keras.distribution.DataParallel); this run uses {backend}")
+    devices = keras.distribution.list_devices()
+    if worker_num > len(devices):
+        raise ValueError(f"worker_num={worker_num} is more than the {len(devices)} device(s) present "
+                         f"(on CPU, start with XLA_FLAGS=--xla_force_host_platform_device_count={worker_num})")
+    if batch_size % worker_num:
+        raise ValueError(f"worker_num={worker_num} does not divide batch_size={batch_size}: each learner "
+                         f"takes batch_size/worker_num rows of every minibatch")

@@ -10,11 +10,11 @@ from gymnasium.wrappers import RecordVideo, TimeAwareObservation, TimeLimit
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from unstable_ppo.atari import is_atari, make_ale_vector_env, make_atari_env
+from unstable_ppo.config import VECTORIZATION_MODES, check_split
 from unstable_ppo.faults import SupervisedVectorEnv, TagEnvErrors
 from unstable_ppo.gather import GatherVectorEnv, split_envs
 from unstable_ppo.monitor import Monitor
 
-VECTORIZATION_MODES = ("sync", "async", "ale")
 
 
 def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync", env_kwargs: dict | None = None,
@@ -59,11 +59,7 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
                          f"it cannot be combined with vectorization_mode {vectorization_mode!r}")
     blocks = None
     if gather_per_worker != 1:
-        if isinstance(gather_per_worker, bool) or not isinstance(gather_per_worker, int) or gather_per_worker < 1:
-            raise ValueError(f"gather_per_worker must be a positive integer, got {gather_per_worker!r}")
-        if gather_per_worker > num_envs or num_envs % gather_per_worker:
-            raise ValueError(f"gather_per_worker={gather_per_worker} must divide num_envs={num_envs} "
-                             f"(each worker steps num_envs/gather_per_worker envs)")
+        check_split(num_envs, gather_per_worker)
         blocks = [[first_index + i for i in block] for block in split_envs(num_envs, gather_per_worker)]
 
     def build(rebuilt=False):

@@ -39,9 +39,7 @@ from unstable_ppo.faults import EnvError
 
 
 def split_envs(num_envs, num_workers):
-    """The env indices of each worker: contiguous, equal blocks (num_workers must divide num_envs)."""
-    if num_workers <= 0 or num_envs % num_workers:
-        raise ValueError(f"gather_per_worker={num_workers} must be a positive divisor of num_envs={num_envs}")
+    """The env indices of each worker: contiguous, equal blocks (`config.check_split` has checked the split)."""
     size = num_envs // num_workers
     return [list(range(w * size, (w + 1) * size)) for w in range(num_workers)]
 

@@ -8,7 +8,8 @@ Monitor files and in evaluations stay in the env's own reward scale.
 
 import numpy as np
 
-REWARD_TRANSFORMS = ("identity", "scale", "positive")
+from unstable_ppo.config import REWARD_TRANSFORMS
+
 CLIP_OBS = 10.0
 CLIP_REWARD = 10.0
 EPSILON = 1e-8

@@ -10,7 +10,7 @@ space keeps its single array (and its saved bytes) and a Dict gets the same hand
 import numpy as np
 from gymnasium import spaces
 
-from unstable_ppo.spaces import is_image_space, is_structured, observation_entries
+from unstable_ppo.spaces import is_image_space, is_structured, observation_entries, vector_entry_keys
 
 
 def entry_dtype(space):
@@ -46,8 +46,7 @@ class ObservationLayout:
 
     def vector_entries(self):
         """Keys of the float vector entries: those observation normalization applies to."""
-        return [k for k, s in (self.entries or {}).items()
-                if isinstance(s, spaces.Box) and not is_image_space(s)]
+        return vector_entry_keys(self.space) if self.structured else []
 
     def normalizer_shape(self):
         """What `Normalizer` keeps statistics of: the space's shape, or `{key: shape}` of the vector entries."""

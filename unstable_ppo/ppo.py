@@ -377,7 +377,7 @@ class PPO:
     def export(self, path: str | os.PathLike, format: str = "onnx", overwrite: bool = False) -> str | os.PathLike:
         """Write the deterministic policy to `path` as "onnx", "tf_saved_model" or "litert", with a
         `policy.json` beside it, to run without this package (see `unstable_ppo.export`)."""
-        from unstable_ppo.export import export  # late: TensorFlow and the exporters load only when used
+        from unstable_ppo.export.api import export  # late: TensorFlow and the exporters load only when used
 
         return export(self, path, format, overwrite)
 

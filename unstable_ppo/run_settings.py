@@ -21,7 +21,6 @@ from unstable_ppo import config
 from unstable_ppo.atari import is_atari
 from unstable_ppo.checkpoint import LATEST, dangling_link, has_checkpoint, read_metadata
 from unstable_ppo.cli import UsageError, flagfile_line
-from unstable_ppo.parallel import check_split
 from unstable_ppo.ray_gather import check_options, connect, resolve_address
 
 MAX_SEED = 2_000_000_000
@@ -287,7 +286,7 @@ class RunSettings:
                 raise UsageError(f"{name} must be a positive integer, got {getattr(f, name)}")
         try:
             if f.num_envs > 0 and f.batch_size > 0:  # else PPO's own check names the bad number
-                check_split(f.num_envs, f.gather_per_worker, f.worker_num, f.batch_size)
+                config.check_split(f.num_envs, f.gather_per_worker, f.worker_num, f.batch_size)
         except ValueError as e:
             raise UsageError(str(e)) from None
         self.ray_address = resolve_address(f.ray_address)

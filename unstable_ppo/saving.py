@@ -15,7 +15,7 @@ import zipfile
 import keras
 import numpy as np
 
-from unstable_ppo import __version__
+from unstable_ppo.version import __version__
 from unstable_ppo.backend import BACKEND
 from unstable_ppo.checkpoint import (
     FORMAT_VERSION,

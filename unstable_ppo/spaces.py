@@ -22,6 +22,11 @@ def is_image_space(space):
     return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
+def vector_entry_keys(space):
+    """Keys of a Dict/Tuple observation's float vector entries: those observation normalization applies to."""
+    return [k for k, s in observation_entries(space).items() if isinstance(s, spaces.Box) and not is_image_space(s)]
+
+
 def is_structured(space):
     """Dict and Tuple observations: several entries, each encoded by its own space."""
     return isinstance(space, (spaces.Dict, spaces.Tuple))
@@ -49,34 +54,30 @@ def observation_entries(space, prefix=""):
     return entries
 
 
-def _check_leaf(space, where=""):
-    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
-        return
-    if isinstance(space, spaces.Box) and len(space.shape) >= 1:
-        return
-    raise UnsupportedSpaceError(
-        f"unsupported observation space {space_name(space)}{where}: use Box (vectors or images), Discrete, "
-        "MultiDiscrete, MultiBinary, or a Dict or Tuple of them"
-    )
+def is_leaf_space(space):
+    """A space one network input or one action distribution takes: Discrete, MultiDiscrete, MultiBinary, or a
+    Box with at least one axis."""
+    return (isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary))
+            or (isinstance(space, spaces.Box) and len(space.shape) >= 1))
 
 
 def check_observation_space(space):
-    if is_structured(space):
-        for key, leaf in observation_entries(space).items():
-            _check_leaf(leaf, f" (entry {key!r})")
-        return
-    _check_leaf(space)
+    leaves = observation_entries(space).items() if is_structured(space) else [(None, space)]
+    for key, leaf in leaves:
+        if not is_leaf_space(leaf):
+            where = f" (entry {key!r})" if key is not None else ""
+            raise UnsupportedSpaceError(
+                f"unsupported observation space {space_name(leaf)}{where}: use Box (vectors or images), Discrete, "
+                "MultiDiscrete, MultiBinary, or a Dict or Tuple of them"
+            )
 
 
 def check_action_space(space):
-    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
-        return
-    if isinstance(space, spaces.Box) and len(space.shape) >= 1:
-        return
-    raise UnsupportedSpaceError(
-        f"unsupported action space {space_name(space)}: "
-        "use Discrete, MultiDiscrete, MultiBinary or Box"
-    )
+    if not is_leaf_space(space):
+        raise UnsupportedSpaceError(
+            f"unsupported action space {space_name(space)}: "
+            "use Discrete, MultiDiscrete, MultiBinary or Box"
+        )
 
 
 def _array_to_json(a):
