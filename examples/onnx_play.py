@@ -57,7 +57,7 @@ class OnnxPolicy:
 
 
 class FireReset(gym.Wrapper):
-    """FIRE, then UP, after a reset, for games that wait for it (as unstable_ppo.atari does)."""
+    """FIRE, then UP, after a reset, for games that wait for it (as unstable_ppo.envs.atari does)."""
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)

@@ -2,7 +2,10 @@
 
 The Keras backend is fixed when Keras is first imported, so every backend gets a
 fresh pytest process. Extra arguments go to pytest (`python -m tests -k gae`);
-`--backends=jax,torch` picks backends. Exits non-zero if any backend fails.
+`--backends=jax,torch` picks backends; `--quick` runs the quick tier only (the tests
+marked `quick`: units, numerical references, round trips, a tiny run per backend).
+A test marked `backend_independent` runs with the first backend only.
+Exits non-zero if any backend fails.
 """
 
 import os
@@ -19,7 +22,9 @@ def main(argv):
     backends = BACKENDS
     rest = []
     for arg in argv:
-        if arg.startswith("--backends="):
+        if arg == "--quick":
+            rest += ["-m", "quick"]
+        elif arg.startswith("--backends="):
             backends = tuple(b for b in arg.split("=", 1)[1].split(",") if b)
         else:
             rest.append(arg)

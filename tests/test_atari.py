@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.helpers.runner import child_env
-from unstable_ppo.atari import EpisodicLife, is_atari, make_atari_env
+from unstable_ppo.envs.atari import EpisodicLife, is_atari, make_atari_env
 from unstable_ppo.envs import make_vec_env
-from unstable_ppo.monitor import read_monitor
+from unstable_ppo.envs.monitor import read_monitor
 
 GAME = "BreakoutNoFrameskip-v4"
 

@@ -19,9 +19,8 @@ from tests.helpers import fault_injection as fi
 from unstable_ppo import PPO
 from unstable_ppo.checkpoint import CheckpointError, save_checkpoint
 from unstable_ppo.envs import make_vec_env, registered_id
-from unstable_ppo.faults import (
-    EnvError, EnvFailure, NonFiniteError, SupervisedVectorEnv, check_finite, check_finite_logs,
-)
+from unstable_ppo.envs.supervisor import SupervisedVectorEnv
+from unstable_ppo.faults import EnvError, EnvFailure, NonFiniteError, check_finite, check_finite_logs
 
 FAULTY = fi.FAULTY_ENV
 

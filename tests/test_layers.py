@@ -17,10 +17,10 @@ pytestmark = pytest.mark.backend_independent
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "unstable_ppo")
 
 LAYERS = {
-    "base": {"version", "spaces", "config", "cli", "faults", "quiet", "normalize", "buffer", "monitor", "memory_tasks",
+    "base": {"version", "spaces", "config", "cli", "faults", "quiet", "normalize", "buffer", "summaries",
              "observations"},
-    "envs": {"atari", "gather", "envs"},
-    "model": {"distributions", "losses", "networks", "model", "acting", "backend"},
+    "envs": {"envs"},
+    "model": {"distributions", "losses", "encoders", "networks", "model", "acting", "backend"},
     "engine": {"rollout", "evaluation", "saving", "checkpoint", "ppo", "export"},
     "tools": {"", "run", "run_settings", "training_run", "ray_gather", "play", "plot", "export.cli", "export.__main__",
               "tune"},

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from unstable_ppo import PPO
-from unstable_ppo.monitor import TENSORBOARD_KEYS, TensorBoardLogger, read_monitor
+from unstable_ppo.envs.monitor import read_monitor
+from unstable_ppo.summaries import TENSORBOARD_KEYS, TensorBoardLogger
 
 
 def test_every_env_writes_its_episodes_to_a_monitor_csv(tmp_path):

@@ -16,13 +16,13 @@ import pytest
 
 from tests.helpers.runner import ROOT, child_env, run_runner
 from unstable_ppo import PPO
-from unstable_ppo.envs import make_vec_env
+from unstable_ppo.envs import EnvOptions, make_vec_env
 
 PENDULUM_STEPS = 200  # Pendulum-v1's registered time limit
 
 
 def test_the_feature_is_the_elapsed_fraction_of_the_time_limit():
-    timed, plain = make_vec_env("Pendulum-v1", 2, time_feature=True), make_vec_env("Pendulum-v1", 2)
+    timed, plain = make_vec_env("Pendulum-v1", 2, options=EnvOptions(time_feature=True)), make_vec_env("Pendulum-v1", 2)
     obs, _ = timed.reset(seed=3)
     plain_obs, _ = plain.reset(seed=3)
     assert timed.single_observation_space.shape == (4,) and obs.dtype == np.float32

@@ -7,7 +7,7 @@ from unstable_ppo.version import __version__  # noqa: E402
 
 quiet.install()  # TensorFlow's C++ start-up lines, off the console on every backend (see quiet.py)
 
-from unstable_ppo import memory_tasks  # noqa: E402,F401  registers CartPoleNoVel-v1, PendulumNoVel-v1 (no Keras import)
+from unstable_ppo.envs import memory_tasks  # noqa: E402,F401  registers CartPoleNoVel-v1, PendulumNoVel-v1 (no Keras import)
 
 
 def __getattr__(name):

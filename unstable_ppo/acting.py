@@ -9,6 +9,10 @@ floats (`buffer_actions`), the env takes them in its own format (`env_actions`).
 import numpy as np
 from gymnasium import spaces
 
+from unstable_ppo.normalize import NUMPY
+
+DISCRETE_ENV_DTYPE = np.dtype(np.int64)  # a Discrete env's actions, whatever the space's own dtype says
+
 
 def policy_step(model, act, obs, noise, state=None, starts=None):
     """One compiled acting call: `(actions, values, log_probs, next_state)`.
@@ -63,17 +67,28 @@ def buffer_actions(action_space, model, packed_actions):
     return packed_actions.astype(np.int32)
 
 
-def env_actions(action_space, actions):
-    """Buffer actions -> what the env takes: bounds clipped, `start` offsets added."""
+def env_action_dtype(action_space):
+    """The dtype of the env's actions (`env_actions`, the exported graph's `action` output)."""
+    return DISCRETE_ENV_DTYPE if isinstance(action_space, spaces.Discrete) else action_space.dtype
+
+
+def env_actions(action_space, actions, xp=NUMPY):
+    """Buffer actions -> what the env takes: bounds clipped, `start` offsets added, in the env's dtype.
+
+    The one statement of this rule: acting runs it on numpy arrays (`normalize.NUMPY`); the exported graph
+    runs it on TensorFlow tensors by passing as `xp` the same functions as TensorFlow ops
+    (`export.graph.tensorflow_ops`).
+    """
     space = action_space
-    if isinstance(space, spaces.Box):
-        actions = actions.reshape((-1, *space.shape))
-        return np.clip(actions, space.low, space.high).astype(space.dtype, copy=False)
     if isinstance(space, spaces.Discrete):
-        return actions.astype(np.int64) + int(space.start)
+        return xp.asarray(actions, DISCRETE_ENV_DTYPE) + int(space.start)
+    actions = xp.reshape(actions, (-1, *space.shape))
+    if isinstance(space, spaces.Box):
+        return xp.asarray(xp.clip(actions, space.low, space.high), space.dtype)
+    actions = xp.asarray(actions, space.dtype)
     if isinstance(space, spaces.MultiDiscrete):
-        return actions.reshape((-1, *space.shape)).astype(space.dtype) + space.start
-    return actions.reshape((-1, *space.shape)).astype(space.dtype)
+        return actions + space.start
+    return actions
 
 
 def predict(model, normalizer, observation_space, action_space, rng, obs, state=None, episode_start=None,

@@ -20,7 +20,7 @@ from gymnasium import spaces
 
 from unstable_ppo.spaces import is_image_space, vector_entry_keys
 
-GROUPS = ("rollout", "update", "loss", "network", "parallel")
+GROUPS = ("env", "rollout", "update", "loss", "network", "parallel")
 # How a vector env steps its envs: one process, a process per env, or ale-py's C++ vector env (Atari).
 VECTORIZATION_MODES = ("sync", "async", "ale")
 # The TF1 reference code's reward transforms (`normalize.transform_reward`).
@@ -105,10 +105,10 @@ class Hyperparameters:
                                      "return.")
     normalize_obs: bool = setting(False, "rollout", "Normalize Box vector observations: running mean/std, "
                                   "clip ±10.")
-    time_feature: bool = setting(False, "rollout", "Append the elapsed fraction of the episode's time limit to "
+    time_feature: bool = setting(False, "env", "Append the elapsed fraction of the episode's time limit to "
                                  "the observation (gymnasium's TimeAwareObservation), so that values near a "
                                  "time-out are predictable.")
-    env_kwargs: dict | None = setting(None, "rollout", "Keyword arguments of gymnasium.make for the env id, a JSON "
+    env_kwargs: dict | None = setting(None, "env", "Keyword arguments of gymnasium.make for the env id, a JSON "
                                       "object, e.g. '{\"include_cfrc_ext_in_observation\": false}'; saved with "
                                       "the model, so that evaluation and play build the same env.")
     # How the work is split (README: "Parallelism"); the results do not depend on it.
@@ -224,6 +224,10 @@ class Hyperparameters:
             if not structured and (not isinstance(observation_space, spaces.Box) or is_image_space(observation_space)):
                 raise ValueError("normalize_obs applies to Box vector observations, not images or discrete ones")
 
+    def env_options(self):
+        """The `env` group as one frozen `EnvOptions`: what every env built for this PPO gets."""
+        return EnvOptions(**group_values(self, "env"))
+
     def to_json(self):
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
@@ -266,6 +270,26 @@ def group_values(hp, group):
     return {f.name: getattr(hp, f.name) for f in settings(group)}
 
 
+def _env_options_class():
+    fields = [(f.name, f.type, dataclasses.field(default=f.default))
+              for f in dataclasses.fields(Hyperparameters) if f.metadata["group"] == "env"]
+    def rendering(self, render_mode):
+        """The same options, the env rendering as `render_mode` ("rgb_array" for video, "human" for a window)."""
+        return dataclasses.replace(self, env_kwargs={**(self.env_kwargs or {}), "render_mode": render_mode})
+
+    cls = dataclasses.make_dataclass("EnvOptions", fields, frozen=True, namespace={"rendering": rendering})
+    cls.__module__ = __name__  # pickled by reference (Ray actors, gathering workers)
+    cls.__doc__ = """How every env of a run is built from its id: the `env` group of `Hyperparameters`, whole.
+
+    `make_vec_env`, evaluation, play, the runner, the gathering workers and the Ray actors take one of these
+    (`hp.env_options()`), so a new env option is its `setting(..., "env", ...)` field here, its wrapper in
+    `unstable_ppo.envs`, and a test. Fields: """ + ", ".join(name for name, _, _ in fields) + "."
+    return cls
+
+
+EnvOptions = _env_options_class()
+
+
 # The loss's settings, hashable (a compiled function's static argument): derived from the table.
 LossConfig = dataclasses.make_dataclass(
     "LossConfig", [(f.name, f.type, dataclasses.field(default=f.default)) for f in settings("loss")], frozen=True)
@@ -276,7 +300,7 @@ def check_split(num_envs, gather_per_worker, worker_num=1, batch_size=None):
     """One-line `ValueError`s for a split of the work that cannot work, checked here for every entry point.
 
     - `gather_per_worker` M: the rollout's `num_envs` envs are stepped by M gathering workers
-      (processes on this machine, `unstable_ppo.gather`, or Ray actors, `unstable_ppo.ray_gather`);
+      (processes on this machine, `unstable_ppo.envs.gather`, or Ray actors, `unstable_ppo.ray_gather`);
     - `worker_num` N: each minibatch is split over N devices (data-parallel learners; JAX only).
 
     Neither changes the result of a seeded run, only how fast it comes.

@@ -28,8 +28,8 @@ def evaluate(ppo, env=None, n_episodes: int = 10, deterministic: bool = True, se
         env = ppo.env_id
     built_here = isinstance(env, str)  # close what we build, never the caller's env
     vec, _ = as_vector_env(
-        env, min(n_episodes, ppo.hp.num_envs), ppo.hp.vectorization_mode, time_feature=ppo.hp.time_feature,
-        env_kwargs=ppo.hp.env_kwargs, training=False, max_episode_steps=max_episode_steps,
+        env, min(n_episodes, ppo.hp.num_envs), ppo.hp.vectorization_mode, ppo.hp.env_options(),
+        training=False, max_episode_steps=max_episode_steps,
     )
     try:
         ppo.check_env(vec)
@@ -94,10 +94,8 @@ def play_episodes(ppo, vec: VectorEnv, n_episodes: int, deterministic: bool, see
 def record_video(ppo, env_id: str, video_dir: str, max_episode_steps: int | None = None, seed: int | None = None,
                  episodes: int = 1, deterministic: bool = True) -> dict:
     """Play `episodes` episodes on one rendering env and write them as mp4 files to `video_dir`."""
-    vec = make_vec_env(env_id, 1, "sync", env_kwargs={**(ppo.hp.env_kwargs or {}), "render_mode": "rgb_array"},
-                       training=False,
-                       max_episode_steps=max_episode_steps, video_dir=video_dir, video_episodes=episodes,
-                       time_feature=ppo.hp.time_feature)
+    vec = make_vec_env(env_id, 1, "sync", ppo.hp.env_options().rendering("rgb_array"), training=False,
+                       max_episode_steps=max_episode_steps, video_dir=video_dir, video_episodes=episodes)
     try:
         return evaluate(ppo, vec, episodes, deterministic=deterministic, seed=seed)
     finally:

@@ -1,4 +1,4 @@
-"""The network zoo: observation encoders, torsos and the actor-critic network.
+"""The actor-critic network: encoder and torsos (`unstable_ppo.encoders`), the LSTM, the heads.
 
     obs -> ObservationEncoder -> torso (MLP | Nature CNN) [-> LSTM -> MLP] -> policy head -> distribution params
                                  torso (own or shared)    [-> LSTM -> MLP] -> value head  -> V(s)
@@ -20,7 +20,6 @@ Plain Keras: nothing here knows the loss or a backend's trainer. The trainable P
 model, `unstable_ppo.model.ActorCritic`, is this network with both mixed in.
 """
 
-import importlib
 import math
 
 import keras
@@ -28,196 +27,26 @@ import numpy as np
 from keras import initializers, layers, ops
 
 from unstable_ppo.distributions import make_distribution, param_size
+from unstable_ppo.encoders import (
+    ObservationEncoder,
+    SeededOrthogonal,
+    encoder_output_shape,
+    mlp_torso,
+    nature_cnn_torso,
+    seed_stream,
+    seeded_dense,
+    user_encoders,
+)
 from unstable_ppo.observations import ObservationLayout
 from unstable_ppo.spaces import (
     check_action_space,
     check_observation_space,
     is_image_space,
     is_structured,
-    observation_entries,
     space_from_json,
     space_to_json,
 )
 from gymnasium import spaces
-
-HIDDEN_GAIN = math.sqrt(2.0)
-
-
-@keras.saving.register_keras_serializable(package="unstable_ppo")
-class SeededOrthogonal(initializers.Initializer):
-    """Orthogonal initialisation (Saxe et al., 2014) drawn with numpy.
-
-    Keras's own initialisers draw from each backend's RNG, so one seed gives three
-    different networks. Drawing with numpy makes a seed mean the same initial
-    weights — and so, up to float rounding, the same run — on every backend.
-    """
-
-    def __init__(self, gain=1.0, seed=None):
-        self.gain = float(gain)
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-
-    def __call__(self, shape, dtype=None):
-        rows, cols = int(np.prod(shape[:-1])), int(shape[-1])
-        a = self._rng.standard_normal((max(rows, cols), min(rows, cols)))
-        q, r = np.linalg.qr(a)
-        q *= np.sign(np.diag(r))  # a uniform draw over orthogonal matrices
-        if rows < cols:
-            q = q.T
-        return ops.convert_to_tensor((self.gain * q).reshape(shape), dtype=dtype or "float32")
-
-    def get_config(self):
-        return {"gain": self.gain, "seed": self.seed}
-
-
-def _dense(units, gain, seeds, activation=None, name=None):
-    return layers.Dense(
-        units,
-        activation=activation,
-        kernel_initializer=SeededOrthogonal(gain, seed=next(seeds)),
-        bias_initializer="zeros",
-        name=name,
-    )
-
-
-def _seed_stream(seed):
-    """Distinct initialiser seeds, one per layer, all following from `seed`."""
-    rng = np.random.default_rng(seed)
-    while True:
-        yield int(rng.integers(2**31))
-
-
-class ObservationEncoder(layers.Layer):
-    """Raw env observations -> float features: one-hot for Discrete, 1/255 and HWC for pixels.
-
-    A Dict or Tuple observation (a dict of entries, `observations.ObservationLayout`) is encoded
-    entry by entry, each as its space calls for, and the flattened features concatenated:
-    vector Box as is, uint8 images by a CNN of their own (the Nature CNN, or `small_cnn` below its
-    36x36 minimum), Discrete and MultiDiscrete one-hot, MultiBinary as is.
-    """
-
-    def __init__(self, observation_space, seeds=None, **kwargs):
-        super().__init__(**kwargs)
-        self.space = observation_space
-        self.entries = observation_entries(observation_space) if is_structured(observation_space) else None
-        self.image = self.entries is None and is_image_space(observation_space)
-        # Frame-stacked Atari is (4, 84, 84): the channel axis is the short one.
-        self.channels_first = self.image and _channels_first(observation_space)
-        self.cnns = {}
-        if self.entries is not None:
-            for key, space in self.entries.items():
-                if is_image_space(space):
-                    name = f"cnn_{len(self.cnns)}"
-                    hwc = _hwc_shape(space)
-                    self.cnns[key] = (nature_cnn_torso(seeds, name) if min(hwc[:2]) >= NATURE_CNN_MIN_SIZE
-                                      else small_cnn_torso(seeds, name))
-
-    def build(self, input_shape):
-        for key, cnn in self.cnns.items():
-            cnn.build((None, *_hwc_shape(self.entries[key])))
-        self.built = True
-
-    def call(self, obs):
-        if self.entries is None:
-            return _encode_entry(self.space, obs, self.channels_first)
-        features = []
-        for key, space in self.entries.items():
-            x = _encode_entry(space, obs[key], is_image_space(space) and _channels_first(space))
-            if key in self.cnns:
-                x = self.cnns[key](x)
-            features.append(ops.reshape(x, (-1, _feature_size(space) if key not in self.cnns else x.shape[-1])))
-        return ops.concatenate(features, axis=-1) if len(features) > 1 else features[0]
-
-    def compute_output_shape(self, input_shape):
-        space = self.space
-        if self.entries is not None:
-            size = sum(self.cnns[k].compute_output_shape((None, *_hwc_shape(s)))[-1] if k in self.cnns
-                       else _feature_size(s) for k, s in self.entries.items())
-            return (None, size)
-        if isinstance(space, spaces.Discrete):
-            return (input_shape[0], int(space.n))
-        if isinstance(space, spaces.MultiDiscrete):
-            return (input_shape[0], _feature_size(space))
-        if self.channels_first:
-            return (input_shape[0], *input_shape[2:], input_shape[1])
-        return tuple(input_shape)
-
-
-# The Nature CNN's 8x8/4, 4x4/2, 3x3/1 windows need at least 36 pixels a side.
-NATURE_CNN_MIN_SIZE = 36
-
-
-def _channels_first(space):
-    return space.shape[0] < space.shape[-1]
-
-
-def _hwc_shape(space):
-    shape = tuple(space.shape)
-    return (*shape[1:], shape[0]) if _channels_first(space) else shape
-
-
-def _feature_size(space):
-    """Features of one encoded (non-image) entry: one-hot widths for indices, else its size."""
-    if isinstance(space, spaces.Discrete):
-        return int(space.n)
-    if isinstance(space, spaces.MultiDiscrete):
-        return int(np.sum(space.nvec))
-    return int(np.prod(space.shape))
-
-
-def _encode_entry(space, obs, channels_first=False):
-    """One observation (entry) -> float features, before any CNN."""
-    if isinstance(space, spaces.Discrete):
-        return ops.one_hot(ops.cast(obs, "int32") - int(space.start), int(space.n))
-    if isinstance(space, spaces.MultiDiscrete):
-        nvec, start = np.ravel(space.nvec), np.ravel(space.start)
-        flat = ops.reshape(ops.cast(obs, "int32"), (-1, len(nvec)))
-        return ops.concatenate([ops.one_hot(flat[:, i] - int(start[i]), int(n)) for i, n in enumerate(nvec)], axis=-1)
-    x = ops.cast(obs, "float32")
-    if is_image_space(space):
-        x = x / 255.0
-        if channels_first:
-            x = ops.transpose(x, (0, 2, 3, 1))
-    return x
-
-
-def mlp_torso(hidden_sizes, activation, seeds, name):
-    return keras.Sequential(
-        [layers.Flatten()] + [_dense(h, HIDDEN_GAIN, seeds, activation) for h in hidden_sizes],
-        name=name,
-    )
-
-
-def nature_cnn_torso(seeds, name):
-    """Mnih et al. (2015): three convolutions and a 512-unit layer, all ReLU."""
-
-    def conv(filters, kernel, stride):
-        return layers.Conv2D(
-            filters, kernel, strides=stride, activation="relu",
-            kernel_initializer=SeededOrthogonal(HIDDEN_GAIN, seed=next(seeds)),
-        )
-
-    return keras.Sequential(
-        [conv(32, 8, 4), conv(64, 4, 2), conv(64, 3, 1), layers.Flatten(),
-         _dense(512, HIDDEN_GAIN, seeds, "relu")],
-        name=name,
-    )
-
-
-def small_cnn_torso(seeds, name):
-    """For images below the Nature CNN's minimum (MiniGrid's 7x7 views): three 3x3 'same' convolutions,
-    the last two with stride 2, and a 128-unit layer, all ReLU."""
-
-    def conv(filters, stride):
-        return layers.Conv2D(
-            filters, 3, strides=stride, padding="same", activation="relu",
-            kernel_initializer=SeededOrthogonal(HIDDEN_GAIN, seed=next(seeds)),
-        )
-
-    return keras.Sequential(
-        [conv(16, 1), conv(32, 2), conv(64, 2), layers.Flatten(), _dense(128, HIDDEN_GAIN, seeds, "relu")],
-        name=name,
-    )
 
 
 def _lstm_cell(units, seeds, name):
@@ -308,7 +137,7 @@ class ActorCriticNetwork(keras.Model):
             action_space = space_from_json(action_space)
         check_observation_space(observation_space)
         check_action_space(action_space)
-        encoder, value_encoder = _user_encoders(encoder, policy_encoder, value_encoder)
+        encoder, value_encoder = user_encoders(encoder, policy_encoder, value_encoder)
         if net == "auto":
             net = "cnn" if is_image_space(observation_space) and encoder is None else "mlp"
         if net not in ("mlp", "cnn"):
@@ -356,7 +185,7 @@ class ActorCriticNetwork(keras.Model):
 
         self.obs_layout = ObservationLayout(observation_space)
         self.seed = seed
-        seeds = _seed_stream(seed)
+        seeds = seed_stream(seed)
         self.user_encoder = encoder is not None
         self.encoder = encoder if encoder is not None else ObservationEncoder(observation_space, seeds, name="encoder")
         if value_encoder is not None:
@@ -377,8 +206,8 @@ class ActorCriticNetwork(keras.Model):
             else len(np.ravel(action_space.nvec)) if isinstance(action_space, spaces.MultiDiscrete)
             else n_params
         )
-        self.policy_head = _dense(n_params * (2 if self.nn_std else 1), 0.01, seeds, name="policy_head")
-        self.value_head = _dense(1, 1.0, seeds, name="value_head")
+        self.policy_head = seeded_dense(n_params * (2 if self.nn_std else 1), 0.01, seeds, name="policy_head")
+        self.value_head = seeded_dense(1, 1.0, seeds, name="value_head")
         self.state_size = 0
         if self.recurrent:
             self.policy_lstm = _lstm_cell(self.hidden_layer_size, seeds, "lstm" if self.shared_lstm else "policy_lstm")
@@ -399,11 +228,12 @@ class ActorCriticNetwork(keras.Model):
             self._uniform_init(seed)
 
     def build(self, input_shape):
-        if self.user_encoder or is_structured(self.observation_space):
-            x = self._encoder_output_shape(self.encoder)
+        space, layout = self.observation_space, self.obs_layout
+        if self.user_encoder or is_structured(space):
+            x = encoder_output_shape(self.encoder, layout, space)
         else:
             x = self.encoder.compute_output_shape(input_shape)
-        x_vf = self._encoder_output_shape(self.value_encoder) if hasattr(self, "value_encoder") else x
+        x_vf = encoder_output_shape(self.value_encoder, layout, space) if hasattr(self, "value_encoder") else x
         for torso, features in {id(self.policy_torso): (self.policy_torso, x),
                                 id(self.value_torso): (self.value_torso, x_vf)}.values():
             torso.build(features)
@@ -426,25 +256,6 @@ class ActorCriticNetwork(keras.Model):
             )
             self.noise_size = h[-1] * self.action_size  # the exploration matrix, per env
         self.built = True
-
-    def _encoder_output_shape(self, encoder):
-        """Build `encoder` on symbolic observations; the shape of its features, checked."""
-        space = self.observation_space
-        dtypes, shapes = self.obs_layout.dtypes(), self.obs_layout.shapes()
-        if isinstance(shapes, dict):
-            inputs = {k: keras.KerasTensor((None, *shapes[k]), dtype=str(dtypes[k])) for k in shapes}
-        else:
-            inputs = keras.KerasTensor((None, *shapes), dtype=str(dtypes))
-        try:
-            out = encoder(inputs)
-        except Exception as e:  # noqa: BLE001 - any failure of the user's layer is theirs to see, in one line
-            raise ValueError(f"encoder {type(encoder).__name__} fails on this env's observations "
-                             f"({space}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-        if not isinstance(out, keras.KerasTensor) or len(out.shape) != 2 or out.shape[-1] is None:
-            shape = getattr(out, "shape", type(out).__name__)
-            raise ValueError(f"encoder {type(encoder).__name__} must return one (batch, features) tensor "
-                             f"with a known feature size, not {shape}")
-        return tuple(out.shape)
 
     def call(self, inputs, training=False, sequence_length=1):
         if self.recurrent:
@@ -573,55 +384,3 @@ class ActorCriticNetwork(keras.Model):
         if hasattr(self, "value_encoder"):
             return {"policy_encoder": serialize(self.encoder), "value_encoder": serialize(self.value_encoder)}
         return {"encoder": serialize(self.encoder)}
-
-
-def _user_encoders(encoder, policy_encoder, value_encoder):
-    """`(encoder, value_encoder)`: the policy's (or shared) user-defined encoder and a separate value one, each
-    a Keras layer whose class saves and loads (else a one-line error now, not at the first save)."""
-    if encoder is not None and (policy_encoder is not None or value_encoder is not None):
-        raise ValueError("pass either encoder= (one encoder for both networks) or policy_encoder= and "
-                         "value_encoder=, not both")
-    if (policy_encoder is None) != (value_encoder is None):
-        raise ValueError("policy_encoder= and value_encoder= go together (encoder= shares one)")
-    if policy_encoder is not None:
-        encoder = policy_encoder
-    return tuple(None if e is None else load_encoder(e) if isinstance(e, dict) else check_encoder(e)
-                 for e in (encoder, value_encoder))
-
-
-def check_encoder(layer):
-    """A user-defined encoder: a Keras layer whose class is registered and whose configuration rebuilds it."""
-    if not isinstance(layer, layers.Layer):
-        raise ValueError(f"an encoder must be a Keras layer, not {type(layer).__name__}")
-    cls = type(layer)
-    builtin = cls.__module__.split(".")[0] == "keras"
-    if not builtin and keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
-        raise ValueError(
-            f"encoder class {cls.__name__} (module {cls.__module__}) is not registered: decorate it with "
-            "@keras.saving.register_keras_serializable(package=...) so model.keras can save and load it")
-    try:
-        keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=True)
-    except Exception as e:  # noqa: BLE001 - whatever breaks the round trip breaks saving
-        raise ValueError(f"encoder {cls.__name__} cannot be rebuilt from its configuration (get_config and "
-                         f"__init__ must match; no Lambda layers): {str(e).splitlines()[0] if str(e) else e!r}"
-                         ) from None
-    return layer
-
-
-def load_encoder(config):
-    """A saved encoder's configuration -> the layer. Its module is imported if its class is not registered yet
-    (as `--env_id=module:Name` imports the env's); one line names what is missing."""
-    name = config.get("registered_name") or config.get("class_name")
-    module = config.get("module")
-    if keras.saving.get_registered_object(name) is None and module and module.split(".")[0] != "keras":
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ValueError(f"the model's encoder {name} comes from module {module}, which cannot be imported "
-                             f"({e}): install it or put it on PYTHONPATH") from None
-        if keras.saving.get_registered_object(name) is None:
-            raise ValueError(f"module {module} does not register the model's encoder {name} "
-                             "(@keras.saving.register_keras_serializable)")
-    # Built by the network on symbolic observations: Keras's own `build_from_config` would call a `build`
-    # the layer may not define.
-    return keras.saving.deserialize_keras_object({k: v for k, v in config.items() if k != "build_config"})

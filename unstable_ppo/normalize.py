@@ -6,6 +6,8 @@ belong to the PPO object: `PPO.save` writes them to `ppo.json` (plain JSON lists
 Monitor files and in evaluations stay in the env's own reward scale.
 """
 
+import types
+
 import numpy as np
 
 from unstable_ppo.config import REWARD_TRANSFORMS
@@ -13,6 +15,13 @@ from unstable_ppo.config import REWARD_TRANSFORMS
 CLIP_OBS = 10.0
 CLIP_REWARD = 10.0
 EPSILON = 1e-8
+
+# The array functions `normalized_obs` and `acting.env_actions` are written with (their `xp`), in numpy:
+# `asarray(x, dtype)` casts (no copy where the dtype is already right), `reshape(x, shape)`, `clip(x, low, high)`.
+# The exported graph passes the same functions as TensorFlow ops (`export.graph.tensorflow_ops`). The ndarray
+# methods, as `np.reshape` and `np.clip` call them without their Python wrappers (which would cost more than
+# the rest of a step's conversion).
+NUMPY = types.SimpleNamespace(asarray=np.asarray, reshape=np.ndarray.reshape, clip=np.ndarray.clip)
 
 
 def transform_reward(rewards, transform, scale=0.01):
@@ -125,8 +134,8 @@ class Normalizer:
         if self.obs_rms is None:
             return obs
         if isinstance(self.obs_rms, dict):
-            return {k: _normalized(v, self.obs_rms[k]) if k in self.obs_rms else v for k, v in obs.items()}
-        return _normalized(obs, self.obs_rms)
+            return {k: normalized_obs(v, self.obs_rms[k]) if k in self.obs_rms else v for k, v in obs.items()}
+        return normalized_obs(obs, self.obs_rms)
 
     def scale_rewards(self, rewards, dones, live=None):
         """Update the return statistics with one step of rewards and return the scaled rewards.
@@ -176,6 +185,12 @@ class Normalizer:
             self.returns = returns
 
 
-def _normalized(obs, rms):
-    normalized = (np.asarray(obs, np.float64) - rms.mean) / rms.std
-    return np.clip(normalized, -CLIP_OBS, CLIP_OBS).astype(np.float32)
+def normalized_obs(obs, rms, xp=NUMPY, dtype=np.float64):
+    """`clip((obs - mean) / std, ±CLIP_OBS)` as float32, with the statistics of `rms`, computed in `dtype`.
+
+    The one statement of this rule: `Normalizer.obs` runs it on numpy arrays (`NUMPY`) in float64; the
+    exported graph runs it on TensorFlow tensors (`export.graph.tensorflow_ops`) in float32, as LiteRT
+    has no float64 kernels.
+    """
+    normalized = (xp.asarray(obs, dtype) - np.asarray(rms.mean, dtype)) / np.asarray(rms.std, dtype)
+    return xp.asarray(xp.clip(normalized, -CLIP_OBS, CLIP_OBS), np.float32)

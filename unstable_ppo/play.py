@@ -59,15 +59,12 @@ def play(argv_flags):
         if argv_flags.record_video:
             video_dir = argv_flags.video_dir or default_video_dir(argv_flags.model_dir, argv_flags.best)
         env = make_vec_env(
-            env_id, 1, "sync", training=False, max_episode_steps=argv_flags.max_steps,
-            video_dir=video_dir, video_episodes=argv_flags.episodes,
-            env_kwargs={**(ppo.hp.env_kwargs or {}), "render_mode": "rgb_array" if video_dir else "human"},
-            time_feature=ppo.hp.time_feature,
+            env_id, 1, "sync", ppo.hp.env_options().rendering("rgb_array" if video_dir else "human"), training=False,
+            max_episode_steps=argv_flags.max_steps, video_dir=video_dir, video_episodes=argv_flags.episodes,
         )
     else:
         env = make_vec_env(env_id, min(argv_flags.episodes, ppo.hp.num_envs), ppo.hp.vectorization_mode,
-                           training=False, max_episode_steps=argv_flags.max_steps, time_feature=ppo.hp.time_feature,
-                           env_kwargs=ppo.hp.env_kwargs)
+                           ppo.hp.env_options(), training=False, max_episode_steps=argv_flags.max_steps)
     try:
         result = ppo.evaluate(env, n_episodes=argv_flags.episodes, deterministic=argv_flags.deterministic,
                               seed=argv_flags.seed)

@@ -15,7 +15,7 @@ from absl import flags
 
 from unstable_ppo.checkpoint import write_atomically
 from unstable_ppo.cli import UsageError, run_app
-from unstable_ppo.monitor import read_monitor
+from unstable_ppo.envs.monitor import read_monitor
 
 flags.DEFINE_string("output", "curves.png", "Where the PNG goes.")
 flags.DEFINE_integer("smooth", 100, "Average the returns over this many trailing episodes.")

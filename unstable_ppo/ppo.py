@@ -113,8 +113,8 @@ class PPO:
             self.hp.validate()  # before building envs from an id
         if env is not None:
             self.env, self.env_id = as_vector_env(
-                env, self.hp.num_envs, self.hp.vectorization_mode, time_feature=self.hp.time_feature,
-                env_kwargs=self.hp.env_kwargs, monitor_dir=monitor_dir, gather_per_worker=self.hp.gather_per_worker,
+                env, self.hp.num_envs, self.hp.vectorization_mode, self.hp.env_options(), monitor_dir=monitor_dir,
+                gather_per_worker=self.hp.gather_per_worker,
             )
             self.observation_space = self.env.single_observation_space
             self.action_space = self.env.single_action_space
@@ -330,8 +330,8 @@ class PPO:
         from a fresh reset of `env`.
         """
         hp = self.hp
-        vec, env_id = as_vector_env(env, hp.num_envs, hp.vectorization_mode, time_feature=hp.time_feature,
-                                    env_kwargs=hp.env_kwargs, gather_per_worker=hp.gather_per_worker)
+        vec, env_id = as_vector_env(env, hp.num_envs, hp.vectorization_mode, hp.env_options(),
+                                    gather_per_worker=hp.gather_per_worker)
         try:
             self.check_env(vec)
         except ValueError:

@@ -34,7 +34,7 @@ import numpy as np
 import unstable_ppo
 from unstable_ppo.config import Hyperparameters
 from unstable_ppo.envs import make_vec_env
-from unstable_ppo.gather import split_envs
+from unstable_ppo.envs.gather import split_envs
 from unstable_ppo.normalize import Normalizer
 from unstable_ppo.rollout import RolloutCollector
 

@@ -17,8 +17,7 @@ import tempfile
 
 from absl import flags
 
-from unstable_ppo import config
-from unstable_ppo.atari import is_atari
+from unstable_ppo import config, envs
 from unstable_ppo.checkpoint import LATEST, dangling_link, has_checkpoint, read_metadata
 from unstable_ppo.cli import UsageError, flagfile_line
 from unstable_ppo.ray_gather import check_options, connect, resolve_address
@@ -54,13 +53,9 @@ def render_path(template: str, flag: str = "logdir", **values) -> str:
 
 
 def env_config_file(env_id: str) -> str | None:
-    """The bundled flagfile for `env_id`: `configs/<id>.flags`, or `configs/atari.flags` for ALE games."""
-    path = os.path.join(CONFIG_DIR, env_id.replace("/", "_") + ".flags")
-    if os.path.isfile(path):
-        return path
-    if is_atari(env_id):
-        return os.path.join(CONFIG_DIR, "atari.flags")
-    return None
+    """The bundled flagfile for `env_id`: `configs/<id>.flags`, else its family's (`configs/atari.flags` for ALE
+    games)."""
+    return envs.families.config_file(CONFIG_DIR, env_id)
 
 
 def apply_defaults(argv_flags: flags.FlagValues, values: dict, source: str) -> None:
@@ -223,8 +218,9 @@ class RunSettings:
             self.total = f.total_timesteps
             if self.total is None or self.total <= 0:
                 raise UsageError(f"total_timesteps must be a positive integer, got {self.total}")
-        if f.vec_env == "ale" and not is_atari(f.env_id):
-            raise UsageError(f"--vec_env=ale needs an Atari env id, not {f.env_id!r}")
+        needed = envs.families.family_needed(f.env_id, f.vec_env)
+        if needed:
+            raise UsageError(f"--vec_env={f.vec_env} needs {needed}, not {f.env_id!r}")
         self._settle_parallelism()
         self._settle_compilation_cache()
         self.encoder = self._settle_encoder()

@@ -29,7 +29,8 @@ from unstable_ppo.checkpoint import (
 from unstable_ppo.cli import UsageError
 from unstable_ppo.envs import make_vec_env
 from unstable_ppo.faults import EnvFailure, NonFiniteError
-from unstable_ppo.monitor import TensorBoardLogger, monitor_episodes, rewind_monitor_files, rewind_tensorboard
+from unstable_ppo.envs.monitor import monitor_episodes, rewind_monitor_files
+from unstable_ppo.summaries import TensorBoardLogger, rewind_tensorboard
 from unstable_ppo.ray_gather import RayGatherer
 from unstable_ppo.run_settings import RunSettings, check_writable, run_flags
 
@@ -54,9 +55,10 @@ class TrainingRun:
         """The evaluation envs, the PPO (new, or loaded with --resume) and its training envs."""
         f, hp, paths, settings = self.flags, self.settings.hp, self.paths, self.settings
         # The evaluation envs write no files: they tell the spaces before the training envs exist.
-        self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, training=False,
+        options = hp.env_options()
+        self.eval_env = make_vec_env(f.env_id, min(f.eval_episodes, f.num_envs), f.vec_env, options, training=False,
                                      max_episode_steps=f.eval_max_steps, max_env_restarts=f.max_env_restarts,
-                                     env_timeout=f.env_timeout, time_feature=hp.time_feature, env_kwargs=hp.env_kwargs)
+                                     env_timeout=f.env_timeout)
         try:
             hp.check_spaces(self.eval_env.single_observation_space, self.eval_env.single_action_space)
             from unstable_ppo.ppo import PPO  # Keras (and TensorFlow) start here, after every other flag check
@@ -78,12 +80,10 @@ class TrainingRun:
                 raise
         if f.resume and settings.saved.get("monitor_episodes"):  # the episodes after the checkpoint go
             rewind_monitor_files(paths.monitor_dir, settings.saved["monitor_episodes"])
-        env_files = dict(monitor_dir=paths.monitor_dir, training=True, monitor_append=f.resume,
-                         max_env_restarts=f.max_env_restarts, env_timeout=f.env_timeout, time_feature=hp.time_feature,
-                         env_kwargs=hp.env_kwargs)
+        env_files = dict(options=options, monitor_dir=paths.monitor_dir, training=True, monitor_append=f.resume,
+                         max_env_restarts=f.max_env_restarts, env_timeout=f.env_timeout)
         if settings.ray_address:  # the actors step the envs and write the Monitor files; these only tell the spaces
-            env = make_vec_env(f.env_id, f.num_envs, "sync", training=True, time_feature=hp.time_feature,
-                               env_kwargs=hp.env_kwargs)
+            env = make_vec_env(f.env_id, f.num_envs, "sync", options, training=True)
         else:
             env = make_vec_env(f.env_id, f.num_envs, f.vec_env, gather_per_worker=f.gather_per_worker, **env_files)
         if f.resume:

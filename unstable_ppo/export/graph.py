@@ -4,11 +4,12 @@
 inputs and outputs, which `policy.json` describes.
 """
 
-import numpy as np
-from gymnasium import spaces
+import types
 
-from unstable_ppo.acting import obs_dtype
-from unstable_ppo.normalize import CLIP_OBS
+import numpy as np
+
+from unstable_ppo.acting import env_action_dtype, env_actions, obs_dtype
+from unstable_ppo.normalize import normalized_obs
 from unstable_ppo.spaces import is_structured
 
 
@@ -23,8 +24,7 @@ def signature(ppo):
     model = ppo.model
     inputs = [("obs", (None, *ppo.observation_space.shape), str(obs_dtype(model)))]
     space = ppo.action_space
-    dtype = "int64" if isinstance(space, spaces.Discrete) else str(space.dtype)  # as `acting.env_actions`
-    outputs = [("action", (None, *space.shape), dtype)]
+    outputs = [("action", (None, *space.shape), str(env_action_dtype(space)))]
     if model.recurrent:
         inputs += [("state", (None, model.state_size), "float32"), ("episode_start", (None,), "float32")]
         outputs += [("next_state", (None, model.state_size), "float32")]
@@ -34,9 +34,10 @@ def signature(ppo):
 def policy_function(ppo):
     """`(fn, input_signature)`: the deterministic policy of `ppo` in TensorFlow ops, weights as variables.
 
-    Each step is the one `acting.predict` takes, in the same order: `Normalizer.obs` (frozen
+    Each step is the one `acting.predict` takes, in the same order: `normalize.normalized_obs` (frozen
     statistics as constants), the network (its encoder scales pixels and one-hot encodes Discrete
-    observations), the distribution's mode, then `acting.env_actions`.
+    observations), the distribution's mode, then `acting.env_actions` — the very functions acting calls,
+    given TensorFlow ops (`tensorflow_ops`) for numpy's.
     """
     import tensorflow as tf  # late: TensorFlow loads only to build an artifact
 
@@ -44,16 +45,16 @@ def policy_function(ppo):
     rms = ppo.normalizer.obs_rms if ppo.normalizer is not None else None
     inputs, _ = signature(ppo)
     input_signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in inputs]
+    ops = tensorflow_ops()
 
     def observations(obs):
         if rms is None:
             return obs
         # float32 here, float64 in numpy: equal to rounding (the tests allow 1e-5 on continuous actions).
-        normalized = (tf.cast(obs, tf.float32) - rms.mean.astype(np.float32)) / rms.std.astype(np.float32)
-        return tf.clip_by_value(normalized, -CLIP_OBS, CLIP_OBS)
+        return normalized_obs(obs, rms, xp=ops, dtype=np.float32)
 
     def action(params):
-        return env_actions(space, mode(model.distribution(params)))
+        return env_actions(space, mode(model.distribution(params)), xp=ops)
 
     if model.recurrent:
         def policy(obs, state, episode_start):
@@ -92,17 +93,14 @@ def argmax(x):
     return tf.argmax(x, axis=-1, output_type=tf.int32)
 
 
-def env_actions(space, actions):
-    """`acting.env_actions(space, acting.buffer_actions(...))` for the network's mode, in TensorFlow ops."""
+def tensorflow_ops():
+    """The numpy functions `acting.env_actions` and `normalize.normalized_obs` call (their `xp`), as TensorFlow
+    ops, with numpy's semantics: `asarray(x, dtype)` casts, `clip` computes in numpy's promoted dtype."""
     import tensorflow as tf  # late: TensorFlow loads only to build an artifact
 
-    if isinstance(space, spaces.Discrete):
-        return tf.cast(actions, tf.int64) + int(space.start)
-    actions = tf.reshape(actions, (-1, *space.shape))
-    if isinstance(space, spaces.Box):  # numpy's clip of the float32 mean by the space's bounds, then its dtype
-        actions = tf.cast(actions, space.dtype)
-        return tf.minimum(tf.maximum(actions, space.low), space.high)
-    actions = tf.cast(actions, space.dtype)
-    if isinstance(space, spaces.MultiDiscrete):
-        actions += np.asarray(space.start, space.dtype)
-    return actions
+    def clip(x, low, high):  # np.clip: maximum then minimum, bounds numpy constants
+        dtype = np.result_type(x.dtype.as_numpy_dtype, low, high)
+        x = tf.cast(x, dtype)
+        return tf.minimum(tf.maximum(x, np.asarray(low, dtype)), np.asarray(high, dtype))
+
+    return types.SimpleNamespace(asarray=tf.cast, reshape=tf.reshape, clip=clip)

@@ -10,7 +10,7 @@ import warnings
 
 from gymnasium import spaces
 
-from unstable_ppo import atari
+from unstable_ppo.envs import family_of
 from unstable_ppo.version import __version__
 from unstable_ppo.checkpoint import write_atomically
 from unstable_ppo.export.graph import check_exportable, policy_function, signature
@@ -175,11 +175,10 @@ def env_preprocessing(env_id, time_feature=False):
     if time_feature:
         return {"pipeline": "gymnasium TimeAwareObservation(flatten=True, normalize_time=True): the observation "
                             "followed by t / max_episode_steps"}
-    if env_id is None or not atari.is_atari(env_id):
+    if env_id is None:
         return None
-    return {
-        "pipeline": "atari (evaluation): gymnasium AtariPreprocessing + FIRE at reset + FrameStackObservation",
-        "noop_max": atari.NOOP_MAX, "frame_skip": atari.FRAME_SKIP, "screen_size": atari.SCREEN_SIZE,
-        "grayscale": True, "fire_reset": True, "frame_stack": atari.FRAME_STACK,
-        "terminal_on_life_loss": False, "reward_clipping": False,
-    }
+    try:
+        family = family_of(env_id)
+    except ValueError:  # a module:EnvId id whose module is not importable here
+        return None
+    return family.preprocessing(env_id)

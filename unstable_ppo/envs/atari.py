@@ -24,7 +24,8 @@ from gymnasium.wrappers import (
     TransformReward,
 )
 
-from unstable_ppo.monitor import Monitor, MonitorFile
+from unstable_ppo.envs.families import EnvFamily, register_family
+from unstable_ppo.envs.monitor import Monitor, MonitorFile
 
 NOOP_MAX = 30
 FRAME_SKIP = 4
@@ -198,3 +199,38 @@ class AleEpisodes(VectorWrapper):
         for f in self._files:
             f.close()
         return super().close(**kwargs)
+
+
+class AtariFamily(EnvFamily):
+    """ALE games: the standard Atari pipeline on gymnasium's wrappers, or ale-py's C++ vector env ("ale")."""
+
+    name = "atari"
+    description = "an Atari env id"
+    native_modes = ("ale",)
+    flagfile = "atari.flags"
+
+    def takes(self, env_id):
+        return is_atari(env_id)
+
+    def check(self, env_id, options, vectorization_mode, video_dir=None):
+        if vectorization_mode == "ale" and (options.env_kwargs or video_dir):
+            raise ValueError("vectorization_mode 'ale' takes no env_kwargs or video_dir: use 'sync'")
+        if options.time_feature:
+            raise ValueError(f"time_feature appends the time to vector observations: {env_id}'s are Atari frames")
+
+    def make_env(self, env_id, training, monitor_file, monitor_append, options):
+        return make_atari_env(env_id, training, monitor_file, monitor_append, **(options.env_kwargs or {}))
+
+    def make_native_vector_env(self, env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps):
+        return make_ale_vector_env(env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps)
+
+    def preprocessing(self, env_id):
+        return {
+            "pipeline": "atari (evaluation): gymnasium AtariPreprocessing + FIRE at reset + FrameStackObservation",
+            "noop_max": NOOP_MAX, "frame_skip": FRAME_SKIP, "screen_size": SCREEN_SIZE,
+            "grayscale": True, "fire_reset": True, "frame_stack": FRAME_STACK,
+            "terminal_on_life_loss": False, "reward_clipping": False,
+        }
+
+
+register_family(AtariFamily())

@@ -17,7 +17,7 @@ it, so a seeded rollout does not depend on M.
 A worker's failure is reported like an `AsyncVectorEnv`'s: an exception in an env
 is re-raised here (an `EnvError` naming the env), a dead worker is an `EnvError`
 naming its envs, and a worker that does not answer within `timeout` seconds is a
-`multiprocessing.TimeoutError`; `faults.SupervisedVectorEnv` rebuilds on any of them.
+`multiprocessing.TimeoutError`; `supervisor.SupervisedVectorEnv` rebuilds on any of them.
 """
 
 import multiprocessing
