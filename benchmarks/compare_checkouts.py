@@ -32,7 +32,13 @@ and exits 1 if any backend's runs differ in any of these, or failed.
     python benchmarks/compare_checkouts.py --baseline /tmp/base --candidate ../other --keep
 
 Every run uses the same interpreter, so the same Keras, backends and numpy: only unstable_ppo's
-code differs. With `--repeat_baseline` the baseline also runs a second time, and a second table
+code differs.
+
+`--cli` compares the command lines instead (no training): every tool's `--helpfull`, and the one-line errors
+of `BAD_INPUT` (bad flags of each tool), run from both checkouts; exit code, stdout and stderr must be the
+same once each checkout's path is replaced by a placeholder. absl's flag-list headings name the module that
+defines the flags (`unstable_ppo.run:` or a file path): a refactoring that moves a tool's flags changes them,
+so heading lines are compared apart and listed, not counted as a difference. With `--repeat_baseline` the baseline also runs a second time, and a second table
 shows what differs between two runs of one checkout (ignored keys included): the check that the
 runs are deterministic here and that the list above is right.
 """
@@ -55,6 +61,22 @@ RUN_FLAGS = ["--env_id=CartPole-v1", "--noenv_defaults", "--num_envs=2", "--num_
 IGNORED_KEYS = {"run.flags.logdir": "the run directory, different for every run"}
 BACKENDS = ("tensorflow", "jax", "torch")
 TIMEOUT_S = 900
+
+# Bad input of every tool: (tool, arguments). The runner's are tests/test_run.py's bad-flag cases.
+BAD_INPUT = [("run", [f]) if isinstance(f, str) else ("run", f) for f in [
+    "--env_id=NoSuchEnv-v0", "--num_envs=0", "--batch_size=100000", "--lr=0", "--num_episodes=-1",
+    "--logdir=/tmp/{user}/x", "--logdir=/tmp/{rank:s}/x", "--monitor_dir=m{env_id!x}", "--resume", "--no_such_flag",
+    "--num_envs=abc", ["--resume", "--overwrite"], "--vec_env=ale", "--eval_interval=-1", "--hidden_sizes=64,x",
+    "--activation=bogus", "--eval_max_steps=0", ["--recurrent", "--num_steps=32", "--timestep_size=24"],
+    ["--recurrent", "--batch_size=40", "--timestep_size=16"], ["--recurrent", "--noshared_net"],
+    ["--recurrent", "--hidden_layer_size=0"], "--lstm_head_sizes=64", ["--recurrent", "--lstm_head_sizes=64,y"],
+    ["--num_envs=4", "--gather_per_worker=3"], ["--time_feature", "--env_id=BreakoutNoFrameskip-v4"],
+    ["--env_kwargs={\"g\": 2.0", "--env_id=Pendulum-v1"], ["--env_kwargs={\"bogus\": 1}", "--num_episodes=1"],
+]] + [
+    ("play", []), ("play", ["--model_dir=no/such/dir"]), ("export", []), ("export", ["--model_dir=x", "--format=pt"]),
+    ("tune", []), ("tune", ["--env_id=CartPole-v1", "--n_trials=0"]), ("plot", []), ("plot", ["no/such/run"]),
+]
+TOOLS = ("run", "play", "plot", "export", "tune")
 
 
 def train(checkout, backend, logdir):
@@ -168,6 +190,53 @@ def details(rows):
     return out
 
 
+def cli_outputs(checkout, workdir):
+    """{case: (exit code, stdout, stderr)} of every tool's --helpfull and every BAD_INPUT case, run from `checkout`."""
+    env = harness.job_env("tensorflow", code=checkout, TF_CPP_MIN_LOG_LEVEL="3")
+    cases = [(tool, ["--helpfull"]) for tool in TOOLS] + BAD_INPUT
+    out = {}
+    for tool, argv in cases:
+        cwd = tempfile.mkdtemp(dir=workdir)
+        proc = subprocess.run([sys.executable, "-m", f"unstable_ppo.{tool}", *argv], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+        text = [t.replace(os.path.realpath(checkout), "<CHECKOUT>").replace(cwd, "<CWD>")
+                for t in (proc.stdout, proc.stderr)]
+        out[f"{tool} {' '.join(argv)}".strip()] = (proc.returncode, *text)
+    return out
+
+
+def _headings(text):
+    """absl's flag-list headings (an unindented line ending in ':') apart from the rest of the text."""
+    lines = text.splitlines()
+    is_heading = [bool(line) and not line[0].isspace() and line.endswith(":") and " " not in line for line in lines]
+    return ([l for l, h in zip(lines, is_heading) if h], [l for l, h in zip(lines, is_heading) if not h])
+
+
+def compare_cli(checkouts, workdir):
+    base, cand = (cli_outputs(checkouts[role], workdir) for role in ("baseline", "candidate"))
+    differ, headings = [], []
+    for case in base:
+        (code_a, out_a, err_a), (code_b, out_b, err_b) = base[case], cand[case]
+        heads_a, body_a = _headings(out_a)
+        heads_b, body_b = _headings(out_b)
+        if heads_a != heads_b:
+            headings.append(f"{case}: {sorted(set(heads_a) - set(heads_b))} -> {sorted(set(heads_b) - set(heads_a))}")
+        if (code_a, body_a, err_a) != (code_b, body_b, err_b):
+            import difflib
+
+            diff = difflib.unified_diff((out_a + err_a).splitlines(), (out_b + err_b).splitlines(), lineterm="", n=0)
+            differ.append(f"{case} (exit {code_a} -> {code_b}):\n  " + "\n  ".join(list(diff)[2:12]))
+    print(f"{len(base)} command lines ({len(TOOLS)} --helpfull, {len(BAD_INPUT)} bad inputs): "
+          f"{len(base) - len(differ)} the same, {len(differ)} differ")
+    for line in differ:
+        print(line)
+    if headings:
+        print("flag-list headings that moved (not counted):")
+        for line in headings:
+            print("  " + line)
+    return 1 if differ else 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", required=True, metavar="DIR", help="the checkout to compare against")
@@ -180,12 +249,19 @@ def main():
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the runs go, kept afterwards (default: a fresh temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory of the runs")
+    parser.add_argument("--cli", action="store_true", help="compare the tools' --helpfull and bad-input errors instead")
     args = parser.parse_args()
     checkouts = {"baseline": os.path.abspath(args.baseline), "candidate": os.path.abspath(args.candidate)}
     for role, path in checkouts.items():
         if not os.path.isfile(os.path.join(path, "unstable_ppo", "run.py")):
             parser.error(f"--{role} {path}: not a checkout of this project (no unstable_ppo/run.py)")
     workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="compare_checkouts_")
+    if args.cli:
+        try:
+            sys.exit(compare_cli(checkouts, workdir))
+        finally:
+            if not (args.workdir or args.keep):
+                shutil.rmtree(workdir, ignore_errors=True)
     runs = [("baseline", "baseline"), ("candidate", "candidate")]
     if args.repeat_baseline:
         runs.append(("baseline", "baseline-again"))

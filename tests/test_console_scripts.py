@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers.runner import ROOT, child_env
 
-pytestmark = pytest.mark.backend_independent
+pytestmark = [pytest.mark.backend_independent, pytest.mark.quick]
 
 TOOLS = {"unstable-ppo": "run", "unstable-ppo-play": "play", "unstable-ppo-plot": "plot",
          "unstable-ppo-export": "export", "unstable-ppo-tune": "tune"}

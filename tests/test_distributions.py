@@ -26,6 +26,8 @@ from unstable_ppo.distributions import (
 )
 from unstable_ppo.spaces import UnsupportedSpaceError
 
+pytestmark = pytest.mark.quick  # python -m tests --quick
+
 RTOL = 1e-5
 ATOL = 1e-5
 BATCH_SIZES = [1, 7, 64]

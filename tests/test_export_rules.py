@@ -11,7 +11,7 @@ from unstable_ppo.acting import env_action_dtype, env_actions
 from unstable_ppo.export.graph import tensorflow_ops
 from unstable_ppo.normalize import CLIP_OBS, RunningMeanStd, normalized_obs
 
-pytestmark = pytest.mark.backend_independent
+pytestmark = [pytest.mark.backend_independent, pytest.mark.quick]
 
 Box = spaces.Box
 ACTION_SPACES = {

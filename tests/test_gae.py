@@ -9,6 +9,8 @@ import pytest
 from unstable_ppo.buffer import RolloutBuffer, compute_gae
 from unstable_ppo.losses import BATCH_KEYS
 
+pytestmark = pytest.mark.quick  # python -m tests --quick
+
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_session():

@@ -14,6 +14,8 @@ from tests.helpers.loss_reference import B, DISCRETE, SPACES, make_case, ref_ppo
 from unstable_ppo.distributions import make_distribution
 from unstable_ppo.losses import BATCH_KEYS, LossConfig, log_keys, ppo_loss
 
+pytestmark = pytest.mark.quick  # python -m tests --quick
+
 RTOL = 1e-5
 ATOL = 1e-5
 LOG_KEYS = (

@@ -9,6 +9,8 @@ from unstable_ppo import PPO
 from unstable_ppo.envs.monitor import read_monitor
 from unstable_ppo.summaries import TENSORBOARD_KEYS, TensorBoardLogger
 
+pytestmark = pytest.mark.quick  # python -m tests --quick
+
 
 def test_every_env_writes_its_episodes_to_a_monitor_csv(tmp_path):
     ppo = PPO("CartPole-v1", seed=0, num_envs=3, num_steps=64, num_epochs=1, batch_size=64,

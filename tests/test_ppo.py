@@ -22,6 +22,7 @@ def log_probs_now(ppo, batch):
     return ops.convert_to_numpy(ppo.model.distribution(params).log_prob(batch["actions"]))
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_ratio_is_one_on_first_minibatch(env_id, small_ppo):
     ppo = small_ppo(env_id, seed=3)
@@ -39,6 +40,7 @@ def test_ratio_is_one_on_first_minibatch(env_id, small_ppo):
     assert abs(logs["approx_kl"]) < 1e-8
 
 
+@pytest.mark.quick
 def test_update_moves_policy_and_reports_diagnostics(small_ppo):
     ppo = small_ppo(seed=0)
     before = [np.array(w) for w in ppo.model.get_weights()]
@@ -64,6 +66,7 @@ def test_target_kl_stops_epochs_early():
     assert ppo.logs["epochs"] == 1
 
 
+@pytest.mark.quick
 def test_same_seed_same_run_on_this_backend(small_ppo):
     def run():
         keras.backend.clear_session()
@@ -83,6 +86,7 @@ def test_different_seeds_differ(small_ppo):
     assert not all(np.allclose(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.quick
 def test_truncation_bootstraps_from_the_final_observation():
     env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync",
                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},

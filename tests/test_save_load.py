@@ -24,6 +24,7 @@ def values_of(ppo, obs):
     return keras.ops.convert_to_numpy(params), keras.ops.convert_to_numpy(values)
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_round_trip_restores_policy_optimizer_and_counters(tmp_path, env_id):
     ppo = PPO(env_id, seed=0, lr=1e-3, **SMALL_2X16)
@@ -48,6 +49,7 @@ def test_round_trip_restores_policy_optimizer_and_counters(tmp_path, env_id):
     assert not os.listdir(tmp_path / "m") == [] and all(not f.endswith(".tmp") for f in os.listdir(tmp_path / "m"))
 
 
+@pytest.mark.quick
 def test_saved_files_hold_no_pickle(tmp_path):
     PPO("CartPole-v1", **SMALL_2X16).save(tmp_path / "m")
     with zipfile.ZipFile(tmp_path / "m" / MODEL_FILE) as z:
@@ -94,11 +96,13 @@ def test_model_saved_under_another_backend_predicts_identically(tmp_path, env_id
         else np.testing.assert_allclose(loaded.predict(expected["obs"]), expected["actions"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.quick
 def test_missing_model_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an unstable_ppo model directory"):
         PPO.load(tmp_path / "nothing")
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign_zip"])
 def test_corrupt_model_file_is_a_one_line_error(tmp_path, damage):
     PPO("CartPole-v1", **SMALL_2X16).save(tmp_path / "m")
@@ -116,6 +120,7 @@ def test_corrupt_model_file_is_a_one_line_error(tmp_path, damage):
     assert "corrupt or foreign model file" in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.quick
 def test_corrupt_or_newer_metadata(tmp_path):
     PPO("CartPole-v1", **SMALL_2X16).save(tmp_path / "m")
     meta_path = tmp_path / "m" / META_FILE

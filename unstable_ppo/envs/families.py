@@ -35,6 +35,10 @@ class EnvFamily:
     def takes(self, env_id: str) -> bool:
         return True
 
+    def spec(self, env_id):
+        """The id's `EnvSpec`: an unknown id fails here, in this process, with the family's own message."""
+        return gym.spec(registered_id(env_id))
+
     def check(self, env_id, options, vectorization_mode, video_dir=None):
         """One-line `ValueError`s for what this family cannot build (before any env is made)."""
 

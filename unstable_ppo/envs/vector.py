@@ -11,7 +11,7 @@ from gymnasium.wrappers import RecordVideo, TimeAwareObservation, TimeLimit
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from unstable_ppo.config import VECTORIZATION_MODES, EnvOptions, check_split
-from unstable_ppo.envs.families import EnvFamily, family_needed, family_of, registered_id
+from unstable_ppo.envs.families import EnvFamily, family_needed, family_of
 from unstable_ppo.envs.gather import GatherVectorEnv, split_envs
 from unstable_ppo.envs.monitor import Monitor
 from unstable_ppo.envs.supervisor import SupervisedVectorEnv, TagEnvErrors
@@ -48,7 +48,7 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
             f"unknown vectorization_mode {vectorization_mode!r}: use one of {', '.join(VECTORIZATION_MODES)}"
         )
     family = family_of(env_id)  # registers the ALE games too
-    spec = gym.spec(registered_id(env_id))  # an unknown id fails here, in this process, with gymnasium's message
+    spec = family.spec(env_id)  # an unknown id fails here, in this process, with gymnasium's message
     needed = family_needed(env_id, vectorization_mode)
     if needed:
         raise ValueError(f"vectorization_mode {vectorization_mode!r} needs {needed}, not {env_id!r}")

@@ -63,21 +63,30 @@ from unstable_ppo.tune.storage import open_storage, safe_url
 from unstable_ppo.tune.study import open_study, trial_counts
 from unstable_ppo.tune.worker import Worker
 
-flags.DEFINE_integer("n_trials", 20, "Trials to finish (COMPLETE or PRUNED) in the study, earlier calls' included.")
-flags.DEFINE_integer("budget", None, "Env steps of each trial's training run.")
-flags.DEFINE_string("storage", None, "Optuna storage URL (default: sqlite:///{study_dir}/study.db); "
-                    "postgresql://user:password@host/db to share a study between machines.")
-flags.DEFINE_string("study_name", "ppo", "The study's name in the storage.")
-flags.DEFINE_string("study_dir", "./log/tune/{env_id}/{study_name}", "Trials' run directories, the default "
-                    "storage and the report ({env_id} and {study_name} are templated).")
-flags.DEFINE_integer("n_jobs", 1, "Worker processes running trials at once.")
-flags.DEFINE_string("search_space", None, "A JSON or YAML file that changes the default (RL Zoo) search space.")
-flags.DEFINE_bool("report", False, "Only write and print the report of the study so far.")
-flags.DEFINE_integer("n_evaluations", 4, "Evaluations per trial, at even steps of its budget: the pruner's "
-                     "intermediate values.")
-flags.DEFINE_integer("n_startup_trials", 5, "Random trials before TPE samples; completed trials before the "
-                     "pruner prunes.")
-flags.DEFINE_integer("top", 10, "Trials in the report's table.")
+
+def define_flags(module_name=None):
+    """Only for the command line (`entry_point`). `module_name`: the module the flags are listed under (absl's
+    default: this one); `__main__.py` names the program, so that `python -m unstable_ppo.tune --helpfull`
+    lists them first, as the other tools do."""
+    where = {"module_name": module_name} if module_name else {}
+    flags.DEFINE_integer("n_trials", 20, "Trials to finish (COMPLETE or PRUNED) in the study, earlier calls' "
+                         "included.", **where)
+    flags.DEFINE_integer("budget", None, "Env steps of each trial's training run.", **where)
+    flags.DEFINE_string("storage", None, "Optuna storage URL (default: sqlite:///{study_dir}/study.db); "
+                        "postgresql://user:password@host/db to share a study between machines.", **where)
+    flags.DEFINE_string("study_name", "ppo", "The study's name in the storage.", **where)
+    flags.DEFINE_string("study_dir", "./log/tune/{env_id}/{study_name}", "Trials' run directories, the default "
+                        "storage and the report ({env_id} and {study_name} are templated).", **where)
+    flags.DEFINE_integer("n_jobs", 1, "Worker processes running trials at once.", **where)
+    flags.DEFINE_string("search_space", None, "A JSON or YAML file that changes the default (RL Zoo) search "
+                        "space.", **where)
+    flags.DEFINE_bool("report", False, "Only write and print the report of the study so far.", **where)
+    flags.DEFINE_integer("n_evaluations", 4, "Evaluations per trial, at even steps of its budget: the pruner's "
+                         "intermediate values.", **where)
+    flags.DEFINE_integer("n_startup_trials", 5, "Random trials before TPE samples; completed trials before the "
+                         "pruner prunes.", **where)
+    flags.DEFINE_integer("top", 10, "Trials in the report's table.", **where)
+
 
 WORKER_ENV = "UNSTABLE_PPO_TUNE_WORKER"  # set in the worker processes of --n_jobs: the worker's index
 
@@ -159,7 +168,10 @@ def _work(tuner, index):
         return 130
 
 
-def entry_point():
+def entry_point(flags_module=None):
+    """The console script `unstable-ppo-tune`; `python -m unstable_ppo.tune` (`__main__.py`) names `flags_module`,
+    see `define_flags`."""
+    define_flags(flags_module)
     run_app(tune)
 
 
