@@ -133,11 +133,18 @@ def run_job(runner, seed, timesteps):
                       "updates": updates}), flush=True)
 
 
-def spawn(runner, seed, timesteps):
-    """Run one job in a fresh interpreter; returns (result dict or None, stderr)."""
+def spawn(runner, seed, timesteps, baseline=None):
+    """Run one job in a fresh interpreter; returns (result dict or None, stderr).
+
+    A runner `BACKEND/MODE@base` imports unstable_ppo from the `baseline` checkout."""
     backend = runner.partition("/")[0]
-    return harness.spawn(__file__, ["--job", runner, "--seed", seed, "--timesteps", timesteps],
-                         backend=None if backend == "sb3" else backend)
+    name, _, base = runner.partition("@")
+    code = baseline if base else harness.ROOT
+    result, err = harness.spawn(__file__, ["--job", name, "--seed", seed, "--timesteps", timesteps],
+                                backend=None if backend == "sb3" else backend, code=code)
+    if result is not None:
+        result["runner"] = runner
+    return result, err
 
 
 def mean(xs):
@@ -204,6 +211,8 @@ def main():
     parser.add_argument("--modes", nargs="+", default=["ale"], choices=MODES, metavar="MODE",
                         help="unstable_ppo vectorization modes, each runner's own column: ale, sync "
                         "(default: ale)")
+    parser.add_argument("--baseline", metavar="DIR", help="also each unstable_ppo runner on another checkout's code "
+                        "(BACKEND/MODE@base, run right before its peer): a before/after comparison")
     parser.add_argument("--json", metavar="OUT", help="write the machine and all raw results to OUT")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: one job ("sb3" or "backend/mode") here
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -215,9 +224,11 @@ def main():
 
     runners = [f"{r}/{m}" if r != "sb3" else r for r in RUNNERS if r in args.runners
                for m in (args.modes if r != "sb3" else [None])]
+    if args.baseline:
+        runners = [x for r in runners for x in ([f"{r}@base", r] if r != "sb3" else [r])]
     jobs = [(r, s) for s in range(args.repeats) for r in runners]
     results, failures = harness.run_jobs(
-        jobs, lambda job: spawn(*job, args.timesteps), name=lambda job, result: f"{job[0]} seed {job[1]}",
+        jobs, lambda job: spawn(*job, args.timesteps, os.path.abspath(args.baseline) if args.baseline else None), name=lambda job, result: f"{job[0]} seed {job[1]}",
         summary=lambda r: f"{r['steady_steps_per_second']:.0f} steps/s steady, {r['steps_per_second']:.0f} overall, "
                           f"first update {r['first_update_s']:.1f} s")
 

@@ -9,7 +9,7 @@ import pytest
 from unstable_ppo.buffer import RolloutBuffer, compute_gae
 from unstable_ppo.losses import BATCH_KEYS
 
-pytestmark = pytest.mark.quick  # python -m tests --quick
+pytestmark = [pytest.mark.quick, pytest.mark.backend_independent]  # numpy, CSVs and TensorBoard files: no Keras backend
 
 
 @pytest.fixture(autouse=True)

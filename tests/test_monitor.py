@@ -9,7 +9,7 @@ from unstable_ppo import PPO
 from unstable_ppo.envs.monitor import read_monitor
 from unstable_ppo.summaries import TENSORBOARD_KEYS, TensorBoardLogger
 
-pytestmark = pytest.mark.quick  # python -m tests --quick
+pytestmark = [pytest.mark.quick, pytest.mark.backend_independent]  # numpy, CSVs and TensorBoard files: no Keras backend
 
 
 def test_every_env_writes_its_episodes_to_a_monitor_csv(tmp_path):

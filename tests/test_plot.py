@@ -10,6 +10,8 @@ import pytest
 
 from unstable_ppo.plot import load_run, moving_average, plot_runs
 
+pytestmark = pytest.mark.backend_independent  # Monitor CSVs and matplotlib: no Keras
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

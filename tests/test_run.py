@@ -174,6 +174,7 @@ def test_bundled_env_flagfile_applies_and_explicit_flags_win(tmp_path, run_runne
     assert flags["num_steps"] == 128 and flags["lr"] == 2.5e-4
 
 
+@pytest.mark.backend_independent  # the flags are checked before Keras starts
 def test_every_bundled_flagfile_names_real_flags():
     from absl import flags as absl_flags
 
@@ -209,6 +210,7 @@ print(settings.config_file, settings.total)
 """
 
 
+@pytest.mark.backend_independent  # the flags are checked before Keras starts
 @pytest.mark.parametrize("config", sorted(n for n in os.listdir(CONFIG_DIR) if n != "atari.flags"))
 def test_every_bundled_flagfile_settles_into_valid_settings(tmp_path, config):
     """Each env's flagfile passes the runner's own checks, and its options fit the env's spaces."""
@@ -240,6 +242,7 @@ def test_top_level_run_py_is_the_same_runner(tmp_path):
     assert "--num_envs" in proc.stdout and "--total_timesteps" in proc.stdout  # absl exits 1 after help
 
 
+@pytest.mark.backend_independent  # the flags are checked before Keras starts
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -342,6 +345,7 @@ def test_a_missing_env_extra_is_named(tmp_path, run_runner):
         'error: tests.helpers.envs:NeedsBox2D-v0 needs the box2d extra: pip install -e ".[box2d]" (gymnasium says: Box2D')
 
 
+@pytest.mark.backend_independent  # the flags are checked before Keras starts
 @pytest.mark.parametrize("line, message", [
     ("--bogus=3", "Unknown command line flag 'bogus'"),
     ("--num_envs=x", "flag --num_envs=x: invalid literal"),
@@ -355,6 +359,7 @@ def test_a_bad_flagfile_line_is_named_with_its_file_and_line(tmp_path, run_runne
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {flagfile}:3: {message}")
 
 
+@pytest.mark.backend_independent  # the flags are checked before Keras starts
 def test_a_bad_bundled_flagfile_line_is_named_with_its_file_and_line(tmp_path):
     from absl import flags as absl_flags
 
