@@ -58,7 +58,8 @@ def run_app(command, positional=False):
     def main(argv):
         logging.set_verbosity(logging.WARNING)  # keep JAX's platform probing off the console
         if positional:
-            return exit_on_error(command, argv[1:], flags.FLAGS)
+            exit_on_error(command, argv[1:], flags.FLAGS)  # its result is not an exit status
+            return
         if len(argv) > 1:
             fail(f"unexpected arguments: {' '.join(argv[1:])}")
         exit_on_error(command, flags.FLAGS)
