@@ -130,6 +130,7 @@ class GatheringWorker:
         make_kwargs = dict(make_kwargs)
         make_kwargs["monitor_append"] = make_kwargs.get("monitor_append", False) or restarted
         hp = Hyperparameters(**dict(hyperparameters, num_envs=num_envs, gather_per_worker=1, worker_num=1))
+        make_kwargs.setdefault("options", hp.env_options())  # the model's env options, unless the caller gives them
         env = make_vec_env(env_id, num_envs, hp.vectorization_mode, first_index=first_index, **make_kwargs)
         obs_space, action_space = env.single_observation_space, env.single_action_space
         model = build_model(hp, obs_space, action_space, **(encoders or {}))  # user encoders: their configuration
