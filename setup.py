@@ -59,7 +59,7 @@ setup(
         "opencv-python-headless>=4",  # gymnasium's AtariPreprocessing (the --vec_env=sync/async Atari pipeline)
         "absl-py>=2.0",
         "tqdm>=4.60",
-        "tensorboard>=2.16",  # the runner's event files (tf.summary); tensorflow 2.21 no longer pulls it in
+        "tensorboard>=2.16",  # the runner's event files (written without TensorFlow); tensorflow 2.21 no longer pulls it in
     ],
     package_data={"unstable_ppo": ["configs/*.flags"]},
     extras_require=EXTRAS,

@@ -4,7 +4,8 @@ The Keras backend is fixed when Keras is first imported, so every backend gets a
 fresh pytest process. Extra arguments go to pytest (`python -m tests -k gae`);
 `--backends=jax,torch` picks backends; `--quick` runs the quick tier only (the tests
 marked `quick`: units, numerical references, round trips, a tiny run per backend).
-A test marked `backend_independent` runs with the first backend only.
+A test marked `backend_independent` (the same on every backend) or `cross_backend` (it
+runs the other backends itself, in child processes) runs with the first backend only.
 Exits non-zero if any backend fails.
 """
 
@@ -38,7 +39,7 @@ def main(argv):
     reports = tempfile.mkdtemp(prefix="unstable_ppo_tests_")
     for index, backend in enumerate(backends):
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        # A test marked backend_independent runs once, with the first backend.
+        # A test marked backend_independent or cross_backend runs once, with the first backend.
         once = ["--skip-backend-independent"] if index else []
         print(f"===== KERAS_BACKEND={backend} =====", flush=True)
         start = time.perf_counter()

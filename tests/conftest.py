@@ -45,13 +45,14 @@ def run_runner():
 
 def pytest_addoption(parser):
     parser.addoption("--skip-backend-independent", action="store_true",
-                     help="deselect the tests marked backend_independent (python -m tests passes it to every "
+                     help="deselect the tests marked backend_independent or cross_backend (python -m tests passes it to every "
                           "backend after the first, so that each of them runs once)")
 
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--skip-backend-independent"):
-        kept = [item for item in items if item.get_closest_marker("backend_independent") is None]
+        kept = [item for item in items
+                if item.get_closest_marker("backend_independent") is None and item.get_closest_marker("cross_backend") is None]
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
 

@@ -96,6 +96,7 @@ def _load_and_act(backend, model_dir, obs_file, out_file, pythonpath=ROOT):
     return np.load(out_file)
 
 
+@pytest.mark.cross_backend  # saved here, loaded on both others: python -m tests runs it once
 @pytest.mark.parametrize("env_id", [DICT_ENV, "tests.helpers.envs:DictBox-v0"], ids=["discrete", "box"])
 def test_trained_dict_policy_acts_the_same_after_loading_on_the_other_backends(tmp_path, env_id):
     """collect -> update -> save here; load on the two other backends: the same deterministic actions."""
@@ -193,6 +194,7 @@ GRID = spaces.Dict({"image": spaces.Box(0, 10, (5, 5, 3), np.uint8), "direction"
 gym.register("GridDict-v0", entry_point=lambda: SpaceEnv(copy.deepcopy(GRID), spaces.Discrete(3), episode_length=6))
 
 
+@pytest.mark.cross_backend  # saved here, loaded on both others: python -m tests runs it once
 def test_custom_encoder_trains_saves_and_acts_the_same_on_every_backend(tmp_path):
     ppo = PPO("GridDict-v0", seed=4, encoder=GridEncoder(filters=4, units=8), **SMALL)
     assert [tuple(w.shape) for w in ppo.model.encoder.weights] == [(2, 2, 3, 4), (4,), (68, 8), (8,)]
@@ -266,6 +268,7 @@ def test_loading_an_encoder_whose_module_is_gone_is_a_one_line_error(tmp_path):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.backend_independent  # the flags that name an encoder; training it runs on every backend above
 def test_runner_trains_a_dict_env_and_an_encoder_from_flags(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     common = ["--num_envs=2", "--num_steps=16", "--batch_size=16", "--num_episodes=2", "--eval_episodes=2",

@@ -72,6 +72,7 @@ def runner(tmp_path, *flags):
                       f"--logdir={tmp_path}/run", *flags, cwd=tmp_path)
 
 
+@pytest.mark.backend_independent  # the kwargs reach the envs; the model is the same on every backend
 def test_the_runner_flag_play_and_resume(tmp_path):
     run = runner(tmp_path, '--env_kwargs={"g": 2.0}', "--num_episodes=2")
     assert run.returncode == 0, run.stderr[-3000:]

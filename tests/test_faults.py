@@ -175,16 +175,27 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_partial_files
 # -- the runner, faulted for real (the fast subset of benchmarks/faults.py) ------------------
 
 
+# The env supervisor, the NaN checks on rewards and the file writes are numpy and the OS on every
+# backend; the kills (checkpoints, resumed optimizer and RNG state) run on each.
+INDEPENDENT = pytest.mark.backend_independent
+
+
 @pytest.mark.parametrize("trial", [
     pytest.param(lambda d, b: fi.kill_and_resume(d, np.random.default_rng(1), b), id="sigkill"),
     pytest.param(lambda d, b: fi.kill_and_resume(d, np.random.default_rng(2), b, during_save=True),
                  id="sigkill-during-save"),
-    pytest.param(lambda d, b: fi.env_raises(d, b), id="env-raises"),
-    pytest.param(lambda d, b: fi.worker_fault(d, np.random.default_rng(3), b), id="worker-killed"),
-    pytest.param(lambda d, b: fi.too_many_env_failures(d, b), id="too-many-env-failures"),
-    pytest.param(lambda d, b: fi.non_finite(d, b), id="nan-reward"),
-    pytest.param(lambda d, b: fi.disk_full(d, b), id="disk-full"),
-    pytest.param(lambda d, b: fi.unwritable_logdir(d, b), id="unwritable-logdir"),
+    pytest.param(lambda d, b: fi.env_raises(d, b), id="env-raises",
+                 marks=INDEPENDENT),
+    pytest.param(lambda d, b: fi.worker_fault(d, np.random.default_rng(3), b), id="worker-killed",
+                 marks=INDEPENDENT),
+    pytest.param(lambda d, b: fi.too_many_env_failures(d, b), id="too-many-env-failures",
+                 marks=INDEPENDENT),
+    pytest.param(lambda d, b: fi.non_finite(d, b), id="nan-reward",
+                 marks=INDEPENDENT),
+    pytest.param(lambda d, b: fi.disk_full(d, b), id="disk-full",
+                 marks=INDEPENDENT),
+    pytest.param(lambda d, b: fi.unwritable_logdir(d, b), id="unwritable-logdir",
+                 marks=INDEPENDENT),
 ])
 def test_runner_survives(trial, tmp_path):
     result = trial(str(tmp_path), keras.backend.backend())

@@ -237,6 +237,7 @@ def test_ray_actors_collect_the_same_rollouts_as_one_vector_env(ray_cluster, pol
     driver.env.close()
 
 
+@pytest.mark.backend_independent  # the actors' restarts; their rollouts match on every backend above
 def test_runner_on_ray_goes_on_while_a_killed_actor_restarts_and_saves(ray_cluster, tmp_path, run_runner):
     """SIGKILL one actor mid-run: the run goes on with the other, the restarted one rejoins, the run saves.
 
@@ -280,6 +281,7 @@ def test_runner_on_ray_goes_on_while_a_killed_actor_restarts_and_saves(ray_clust
     assert sorted(os.listdir(logdir / "monitor")) == [f"{i}.monitor.csv" for i in range(4)]
 
 
+@pytest.mark.backend_independent  # the kwargs reach the envs; the model is the same on every backend
 def test_ray_actors_build_their_envs_with_the_env_kwargs(ray_cluster, tmp_path, run_runner):
     """`--env_kwargs` reaches the actors' envs: CartPole cut at 7 steps in every actor's Monitor file."""
     logdir = tmp_path / "run"

@@ -85,6 +85,7 @@ def test_output_is_replayed_when_the_block_raises(capfd, monkeypatch):
     assert capfd.readouterr().err == "Traceback (most recent call last): ...\n"
 
 
+@pytest.mark.backend_independent  # refused before Keras starts
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -121,12 +122,26 @@ SHORT = ("--env_id=CartPole-v1", "--num_envs=2", "--num_steps=32", "--num_epochs
          "--num_episodes=1", "--eval_episodes=1", "--noenv_defaults")
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="only a TensorFlow run starts TensorFlow")
 def test_a_run_starts_without_tensorflows_startup_lines_unless_verbose_2(tmp_path):
     quiet_run = _runner(*SHORT, "--verbose=0", f"--logdir={tmp_path}/a", cwd=tmp_path)
     assert quiet_run.returncode == 0, quiet_run.stderr[-3000:]
-    assert "tensorflow" in quiet_run.stderr.splitlines()[-1]  # the TensorBoard writer imported it
+    assert "tensorflow" in quiet_run.stderr.splitlines()[-1]
     assert not [l for l in quiet_run.stderr.splitlines() if quiet.is_startup_noise(l.encode())], quiet_run.stderr
     loud = _runner(*SHORT, "--verbose=2", f"--logdir={tmp_path}/b", cwd=tmp_path)
     assert loud.returncode == 0, loud.stderr[-3000:]
     # The same run with --verbose=2 shows them: the filter above had something to remove.
     assert [l for l in loud.stderr.splitlines() if quiet.is_startup_noise(l.encode())], loud.stderr
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="a TensorFlow run needs TensorFlow")
+def test_a_jax_or_torch_run_never_imports_tensorflow(tmp_path):
+    """Seeding, the TensorBoard writer, evaluation and saving (latest and best) all leave it alone:
+    seconds of start-up and its C++ logging saved on every run."""
+    proc = _runner(*SHORT, "--verbose=1", f"--logdir={tmp_path}/a", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = proc.stderr.splitlines()[-1]
+    assert imported.startswith("IMPORTED=keras") and BACKEND in imported, imported
+    assert "tensorflow" not in imported.split("=")[1].split(","), proc.stderr[-3000:]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "a"))
+    assert (tmp_path / "a" / "model" / "best" / "model.keras").is_file()

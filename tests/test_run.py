@@ -158,6 +158,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_changes_no_setting(tmp_path, run_
     assert changed.returncode == 2 and "--lr=0.1 differs from the resumed run" in changed.stderr
 
 
+@pytest.mark.backend_independent  # which flags win is settled before Keras starts
 def test_bundled_env_flagfile_applies_and_explicit_flags_win(tmp_path, run_runner):
     flagfile = tmp_path / "mine.flags"
     flagfile.write_text("--num_epochs=1\n")
@@ -221,6 +222,7 @@ def test_every_bundled_flagfile_settles_into_valid_settings(tmp_path, config):
     assert proc.stdout.strip().splitlines()[-1].startswith(os.path.join(CONFIG_DIR, config))
 
 
+@pytest.mark.backend_independent  # the video is the env's; play runs on every backend in the tests above
 def test_play_best_and_record_video(tmp_path, run_runner):
     logdir = tmp_path / "run"
     proc = run_runner(*SHORT, "--num_episodes=2", "--eval_interval=1", f"--logdir={logdir}")
@@ -293,6 +295,7 @@ def test_play_evaluates_a_saved_model(tmp_path):
     assert lines[-1].startswith("mean_return=") and lines[-1].endswith("episodes=3")
 
 
+@pytest.mark.backend_independent  # refused before Keras loads anything
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
 def test_play_on_a_bad_model_dir_is_a_one_line_error(tmp_path, damage):
     if damage == "corrupt":

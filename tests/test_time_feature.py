@@ -94,6 +94,7 @@ def test_bad_envs_are_one_line_errors(env, message):
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
+@pytest.mark.backend_independent  # an env wrapper; the model is the same on every backend
 def test_the_runner_trains_with_the_flag_and_play_rebuilds_the_env(tmp_path):
     backend = keras.backend.backend()
     run = run_runner("--env_id=Pendulum-v1", "--noenv_defaults", "--time_feature", "--num_envs=2", "--num_steps=16",

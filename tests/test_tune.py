@@ -133,6 +133,7 @@ def _recorded_trials(study, n):
             value=0.0, intermediate_values={1: 1000.0, 2: 1000.0}))
 
 
+@pytest.mark.backend_independent  # the study's orchestration; trials on every backend: test_a_study_completes_...
 def test_a_killed_worker_leaves_a_failed_trial_and_the_study_goes_on_and_prunes(tmp_path):
     url = sqlite_url(tmp_path)
     (tmp_path / "study").mkdir()
@@ -157,6 +158,7 @@ def test_a_killed_worker_leaves_a_failed_trial_and_the_study_goes_on_and_prunes(
     assert "no COMPLETE trial" not in again.stdout  # the recorded trials are the best so far
 
 
+@pytest.mark.backend_independent  # the study's orchestration; trials on every backend: test_a_study_completes_...
 def test_two_workers_share_a_study_and_run_no_trial_twice(tmp_path):
     url = sqlite_url(tmp_path)
     proc = tune(*study_flags(tmp_path), "--n_trials=4", "--n_jobs=2", cwd=tmp_path)
@@ -225,6 +227,7 @@ def postgres_url():
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.backend_independent  # the study's orchestration; trials on every backend: test_a_study_completes_...
 def test_two_workers_share_a_study_on_a_postgresql_server(tmp_path, postgres_url):
     proc = tune(*study_flags(tmp_path, storage=postgres_url), "--n_trials=2", "--n_jobs=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -237,6 +240,7 @@ def test_two_workers_share_a_study_on_a_postgresql_server(tmp_path, postgres_url
 
 # -- bad input: one line, before Keras -------------------------------------------------------------------------
 
+@pytest.mark.backend_independent  # refused before Keras starts
 @pytest.mark.parametrize(
     "space, flags, message",
     [

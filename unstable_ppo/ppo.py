@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from unstable_ppo import evaluation, saving
+from unstable_ppo import backend, evaluation, saving
 from unstable_ppo.acting import predict
 from unstable_ppo.buffer import RolloutBuffer, sequence_minibatches
 from unstable_ppo.config import Hyperparameters, LossConfig, group_values
@@ -104,7 +104,7 @@ class PPO:
         self.collector = None  # steps `env`; made with the env
         self.rng = np.random.default_rng(seed)
         if seed is not None:
-            keras.utils.set_random_seed(seed)
+            backend.set_random_seed(seed)
 
         if env is None and (encoder or policy_encoder or value_encoder) is not None:
             raise ValueError("an encoder needs an env to build the network for: pass env=")

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from unstable_ppo.version import __version__
-from unstable_ppo.backend import BACKEND
+from unstable_ppo.backend import BACKEND, tensorflow_left_unloaded
 from unstable_ppo.checkpoint import (
     FORMAT_VERSION,
     META_FILE,
@@ -37,7 +37,8 @@ def save(ppo, path, extra=None):
     """Write `path/model.keras` and `path/ppo.json` (see `PPO.save`); returns `path`."""
     check_finite_weights(ppo.model)
     os.makedirs(path, exist_ok=True)
-    write_atomically(os.path.join(path, MODEL_FILE), ppo.model.save, suffix=".keras")
+    with tensorflow_left_unloaded():
+        write_atomically(os.path.join(path, MODEL_FILE), ppo.model.save, suffix=".keras")
     meta = {
         "format": "unstable_ppo",
         "format_version": FORMAT_VERSION,

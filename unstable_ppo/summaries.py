@@ -1,8 +1,11 @@
 """Training curves for TensorBoard, keyed as Stable-Baselines3 keys them, on any Keras backend."""
 
 import glob
+import itertools
 import os
+import socket
 import struct
+import time
 
 
 # PPO log name -> the TensorBoard key Stable-Baselines3 users know. SB3 logs the
@@ -34,25 +37,40 @@ TENSORBOARD_KEYS = {
 class TensorBoardLogger:
     """Scalars for TensorBoard, keyed as Stable-Baselines3 keys them, on any Keras backend.
 
-    TensorFlow is a dependency of unstable_ppo on every backend, so its summary
-    writer is always there; the step is the number of env steps so far.
+    The step is the number of env steps so far. Events are written as `tf.summary.scalar` writes
+    them (a float32 tensor with the scalars plugin's metadata, one event per scalar) but through
+    the `tensorboard` package's record writer, so a jax or torch run never imports TensorFlow
+    (seconds of start-up and its C++ logging).
     """
 
-    def __init__(self, logdir):
-        import tensorflow as tf  # late: TensorFlow starts only for a run that writes events
+    _files = itertools.count()
 
-        self._tf = tf
-        self._writer = tf.summary.create_file_writer(logdir)
+    def __init__(self, logdir):
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self._event, self._scalar = event_pb2.Event, scalar_pb
+        os.makedirs(logdir, exist_ok=True)
+        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(self._files)}.v2")
+        self._file = open(os.path.join(logdir, name), "wb")
+        self._writer = RecordWriter(self._file)
+        self._put(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _put(self, event):
+        self._writer.write(event.SerializeToString())
 
     def write(self, logs, step):
-        with self._writer.as_default(step=int(step)):
-            for name, (key, sign) in TENSORBOARD_KEYS.items():
-                if name in logs:
-                    self._tf.summary.scalar(key, sign * float(logs[name]))
-        self._writer.flush()
+        for name, (key, sign) in TENSORBOARD_KEYS.items():
+            if name in logs:
+                self._put(self._event(wall_time=time.time(), step=int(step),
+                                      summary=self._scalar(key, sign * float(logs[name]))))
+        self._file.flush()
 
     def close(self):
-        self._writer.close()
+        if not self._file.closed:
+            self._file.close()
 
 
 def _read_records(path):

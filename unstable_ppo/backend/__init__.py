@@ -8,7 +8,12 @@ functions — the loss itself lives in `unstable_ppo.losses`:
 - `make_update_function()`: one epoch of minibatch updates over a rollout.
 """
 
+import contextlib
+import random
+import sys
+
 import keras
+import numpy as np
 
 BACKEND = keras.backend.backend()
 
@@ -38,4 +43,49 @@ def use_compilation_cache(path):
     use(path)
 
 
-__all__ = ["BACKEND", "Trainer", "use_compilation_cache"]
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed`, without importing TensorFlow on the other backends.
+
+    Keras seeds TensorFlow whenever it is installed, and importing it costs a jax or
+    torch run seconds of start-up; where it is not loaded, nothing can draw from it.
+    """
+    if BACKEND == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    try:  # what keras.utils.set_random_seed does, less `tf.random.set_seed`
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+    except ImportError:  # a Keras whose internals moved: seed as Keras does, TensorFlow too
+        keras.utils.set_random_seed(seed)
+        return
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    if BACKEND == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def tensorflow_left_unloaded():
+    """Keras's serializer asks whether each object is a TensorFlow one, importing TensorFlow
+    to ask (seconds, on a jax or torch run). Nothing can be one while TensorFlow is not
+    loaded, so inside this block Keras is told it is not there."""
+    try:
+        from keras.src.utils.module_utils import tensorflow
+    except ImportError:  # a Keras whose internals moved: let it import TensorFlow
+        tensorflow = None
+    if tensorflow is None or "tensorflow" in sys.modules or tensorflow._available is not None:
+        yield
+        return
+    tensorflow._available = False
+    try:
+        yield
+    finally:
+        tensorflow._available = None
+
+
+__all__ = ["BACKEND", "Trainer", "set_random_seed", "tensorflow_left_unloaded", "use_compilation_cache"]
