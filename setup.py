@@ -26,7 +26,10 @@ EXTRAS = {
     "mujoco": ["gymnasium[mujoco]"],  # HalfCheetah-v5 and the other MuJoCo tasks
     "box2d": ["gymnasium[box2d]"],  # LunarLander-v3, LunarLanderContinuous-v3, BipedalWalker-v3
     "minigrid": ["minigrid>=3.0"],  # MiniGrid envs: examples/minigrid_doorkey.py, benchmarks/dict_obs.py
-    "robotics": ["gymnasium-robotics>=1.4"],  # PointMaze and the other Gymnasium-Robotics envs (needs mujoco)
+    # PointMaze, Fetch and the other Gymnasium-Robotics envs. mujoco < 3.12: from 3.12 on, Gymnasium-Robotics
+    # 1.4.2's Fetch tasks fail an assertion on joint types at gym.make (mujoco's joint-type enum no longer
+    # equals numpy's int32; PointMaze and gymnasium's own MuJoCo tasks work with every version).
+    "robotics": ["gymnasium-robotics>=1.4", "mujoco>=3.1,<3.12"],
     "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
     "ray": ["ray>=2.9"],  # --ray_address: gathering workers as Ray actors, on one machine or a cluster
     "export": ["onnx>=1.15", "onnxruntime>=1.17", "tf2onnx>=1.16"],  # PPO.export; onnxruntime runs the .onnx
@@ -48,6 +51,14 @@ setup(
     description="Proximal Policy Optimization in Keras 3, on TensorFlow, JAX or PyTorch",
     long_description=read("README.md"),
     long_description_content_type="text/markdown",
+    license="MIT",
+    license_files=["LICENSE"],
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Typing :: Typed",
+    ],
     packages=find_packages(include=["unstable_ppo", "unstable_ppo.*"]),
     python_requires=">=3.10",
     install_requires=[
@@ -61,7 +72,7 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.16",  # the runner's event files (written without TensorFlow); tensorflow 2.21 no longer pulls it in
     ],
-    package_data={"unstable_ppo": ["configs/*.flags"]},
+    package_data={"unstable_ppo": ["configs/*.flags", "py.typed"]},
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [

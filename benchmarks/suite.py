@@ -421,7 +421,7 @@ def _report_exit(job, i, n):
         metrics = _load_json(os.path.join(job.logdir, "metrics.json")) or {}
         score = metrics.get("latest", {}).get("mean_return")
         line = f"finished, final score {score:.1f}" if score is not None else "exited 0 without metrics.json"
-    elif code == 130:
+    elif code in (130, 143):  # stopped by SIGINT or SIGTERM
         line = "stopped, checkpoint saved (the next call resumes it)"
     else:
         line = (f"FAILED (exit {code}); output in {os.path.join(job.logdir, 'suite.out')}:\n"

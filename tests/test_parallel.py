@@ -242,7 +242,7 @@ def test_runner_on_ray_goes_on_while_a_killed_actor_restarts_and_saves(ray_clust
     """SIGKILL one actor mid-run: the run goes on with the other, the restarted one rejoins, the run saves.
 
     The run is long; once the actor is back and two more updates are done, SIGTERM ends it
-    the usual way (a checkpoint, exit 130), so the test waits for the restart, whatever it takes.
+    the usual way (a checkpoint, exit 143), so the test waits for the restart, whatever it takes.
     """
     logdir = tmp_path / "run"
     num_steps = 128
@@ -267,7 +267,7 @@ def test_runner_on_ray_goes_on_while_a_killed_actor_restarts_and_saves(ray_clust
         time.sleep(0.02)
     stdout, stderr = proc.communicate(timeout=120)
     assert killed is not None and back_at is not None, stderr[-3000:]
-    assert proc.returncode == 130 and "checkpoint saved" in stderr, stderr[-3000:]
+    assert proc.returncode == 143 and "checkpoint saved" in stderr, stderr[-3000:]
     text = log.read_text()
     lost = [line for line in text.splitlines() if "gathering actor 1 (envs 2-3) failed during rollout" in line]
     assert len(lost) == 1 and "failed during rollout 2 " in lost[0], text[-3000:]

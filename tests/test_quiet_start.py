@@ -144,4 +144,5 @@ def test_a_jax_or_torch_run_never_imports_tensorflow(tmp_path):
     assert imported.startswith("IMPORTED=keras") and BACKEND in imported, imported
     assert "tensorflow" not in imported.split("=")[1].split(","), proc.stderr[-3000:]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "a"))
+    assert "%|" not in proc.stderr  # not a terminal: no progress bar
     assert (tmp_path / "a" / "model" / "best" / "model.keras").is_file()

@@ -19,8 +19,12 @@ SHORT = ("--env_id=CartPole-v1", "--num_envs=2", "--num_steps=32", "--num_epochs
 def test_short_run_trains_saves_and_evaluates(tmp_path, run_runner):
     backend = keras.backend.backend()
     proc = run_runner(*SHORT, "--num_episodes=3", "--seed=3", "--eval_interval=2", "--save_interval=2",
-                      f"--backend={backend}", f"--logdir={tmp_path}/log/{{env_id}}/{{rank}}", "--rank=4")
+                      f"--backend={backend}", f"--logdir={tmp_path}/log/{{env_id}}/{{rank}}", "--rank=4",
+                      "--verbose=1", "--log_interval=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # Not a terminal: no progress bar, whose carriage returns would make one endless line of a log file.
+    # (text=True reads a carriage return as a newline: look for the bar itself, "100%|####|".)
+    assert "%|" not in proc.stderr and "%|" not in proc.stdout and "update 3:" in proc.stdout
     logdir = tmp_path / "log" / "CartPole-v1" / "4"
     metrics = json.loads((logdir / "metrics.json").read_text())
     assert metrics["total_timesteps"] == 2 * 32 * 3 and metrics["backend"] == backend
@@ -149,13 +153,55 @@ def test_sigterm_saves_a_checkpoint_and_resume_changes_no_setting(tmp_path, run_
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-3000:]
+    assert proc.returncode == 143, stderr[-3000:]  # 128 + SIGTERM, as a shell reports it
     assert "checkpoint saved" in stderr and "--resume" in stderr and "Traceback" not in stderr
     saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
     assert 2 <= saved["num_updates"] < 400
 
     changed = run_runner("--resume", "--lr=0.1", f"--logdir={logdir}")
     assert changed.returncode == 2 and "--lr=0.1 differs from the resumed run" in changed.stderr
+
+
+@pytest.mark.backend_independent  # the runner's error handling, around whatever the backend raises
+@pytest.mark.parametrize("verbose", [0, 2])
+def test_an_exception_once_training_started_shows_its_traceback_and_keeps_the_last_checkpoint(
+        tmp_path, monkeypatch, verbose):
+    """Not bad input: a bug (a user's encoder failing on a minibatch, say) needs its traceback, whatever
+    --verbose is; the message says which checkpoint is intact and how to go on, and the exit is 1."""
+    from tests.helpers.flag_strategies import run_in_process
+    from unstable_ppo.ppo import PPO
+
+    original, calls = PPO.update, []
+
+    def update(self, buffer):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("Incompatible shapes: [16,3] vs. [16,4] (in a user's encoder)")
+        return original(self, buffer)
+
+    monkeypatch.setattr(PPO, "update", update)
+    logdir = tmp_path / "run"
+    outcome = run_in_process(["--env_id=CartPole-v1", "--noenv_defaults", "--num_envs=2", "--num_steps=16",
+                              "--batch_size=16", "--num_epochs=1", "--num_episodes=5", "--save_interval=1",
+                              "--eval_interval=0", "--eval_episodes=1", f"--verbose={verbose}",
+                              f"--backend={keras.backend.backend()}", f"--logdir={logdir}"])
+    assert outcome.code == 1, outcome.traceback or outcome.stderr[-3000:]
+    assert "Traceback (most recent call last)" in outcome.stderr and "in update" in outcome.stderr
+    last = outcome.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training stopped by the ValueError above after 96 steps; the last checkpoint, "
+                           f"{logdir / 'model' / 'latest'}, is intact: --resume continues"), outcome.stderr[-3000:]
+    assert json.loads((logdir / "model" / "latest" / "ppo.json").read_text())["num_updates"] == 2
+    assert "Incompatible shapes" in (logdir / "training.log").read_text()
+
+
+@pytest.mark.backend_independent  # the flags are checked before Keras starts
+def test_verbose_2_shows_the_traceback_of_a_one_line_error(tmp_path, run_runner):
+    quiet = run_runner("--env_id=CartPole-v1", "--num_envs=0", f"--logdir={tmp_path}/a")
+    loud = run_runner("--env_id=CartPole-v1", "--num_envs=0", "--verbose=2", f"--logdir={tmp_path}/b")
+    for proc in (quiet, loud):
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: num_envs"), \
+            proc.stderr[-3000:]
+    assert "Traceback" not in quiet.stderr and "Traceback (most recent call last)" in loud.stderr
 
 
 @pytest.mark.backend_independent  # which flags win is settled before Keras starts

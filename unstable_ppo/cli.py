@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sys
+import traceback
 
 from absl import app, flags, logging
 
@@ -121,15 +122,28 @@ def flagfile_line(path, name):
 
 
 def exit_on_error(fn, *args):
-    """Run `fn`; bad input becomes `error: <one line>` on stderr and exit code 2."""
+    """Run `fn`; bad input becomes `error: <one line>` on stderr and exit code 2.
+
+    With `--verbose=2` (a flag of the tool's whose FlagValues is among `args`) the traceback is printed
+    above that line, for when the one line is not enough to find the cause.
+    """
     try:
         return fn(*args)
     except (ValueError, TypeError, FileNotFoundError) as e:
+        _traceback_if_verbose(args)
         fail(e)
     except Exception as e:  # gymnasium's unknown-id errors and the like
         if type(e).__module__.startswith("gymnasium"):
+            _traceback_if_verbose(args)
             fail(e)
         raise
+
+
+def _traceback_if_verbose(args):
+    for arg in args:
+        if isinstance(arg, flags.FlagValues) and "verbose" in arg and (arg["verbose"].value or 0) >= 2:
+            traceback.print_exc()
+            return
 
 
 def fail(error):

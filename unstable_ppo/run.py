@@ -19,6 +19,7 @@ A run directory (`--logdir`, with `{env_id}` and `{rank}` templated) holds:
 """
 
 import sys
+import traceback
 import typing
 
 from absl import flags
@@ -38,7 +39,7 @@ from unstable_ppo.run_settings import (  # noqa: F401 - re-exported
     render_path,
     run_flags,
 )
-from unstable_ppo.training_run import Interrupted, RunFailed, TrainingRun  # noqa: F401 - re-exported
+from unstable_ppo.training_run import Crashed, Interrupted, RunFailed, TrainingRun  # noqa: F401 - re-exported
 
 flags.DEFINE_integer("rank", 0, "Run index; templated into paths as {rank}.")
 flags.DEFINE_integer("seed", 1, "Random seed (envs, weights, sampling).")
@@ -106,7 +107,7 @@ flags.DEFINE_string("ray_address", None, "Run the gathering workers as actors of
 flags.DEFINE_string("compilation_cache_dir", None, "JAX: keep compiled XLA programs in this directory, so a later "
                     "run with the same shapes skips compiling them. Use a directory only you can write to: what it "
                     "holds runs as machine code.")
-flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar and a summary every log_interval, 2: a summary every update.")
+flags.DEFINE_integer("verbose", 1, "0: quiet, 1: a summary every log_interval (and a progress bar on a terminal), 2: a summary every update.")
 
 FLAGS = flags.FLAGS
 
@@ -114,7 +115,8 @@ FLAGS = flags.FLAGS
 def train(argv_flags: flags.FlagValues) -> dict:
     """The whole run: settle and check the flags (no file written, no Keras), then build, train and report.
 
-    Returns the final metrics; exits 130 when stopped by a signal, 1 when the run failed.
+    Returns the final metrics; exits 130 (SIGINT) or 143 (SIGTERM) when stopped by a signal, 1 when the run failed
+    (with the traceback of an exception raised once training had started: bad input before it is one line).
     """
     if argv_flags.verbose >= 2 and "tensorflow" not in sys.modules:  # afterwards there is nothing to show
         quiet.show_startup_logs()
@@ -127,8 +129,12 @@ def train(argv_flags: flags.FlagValues) -> dict:
         run.train()
     except Interrupted as e:
         print(str(e), file=sys.stderr)
-        sys.exit(130)
+        sys.exit(e.exit_code)
     except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Crashed as e:
+        traceback.print_exception(e.__cause__)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     try:

@@ -36,7 +36,20 @@ from unstable_ppo.run_settings import RunSettings, check_writable, run_flags
 
 
 class Interrupted(Exception):
-    """The run was asked to stop, and saved a checkpoint first."""
+    """The run was asked to stop by a signal, and saved a checkpoint first.
+
+    `exit_code` is the shell's convention for a process a signal stopped: 128 + its number
+    (130 for SIGINT, 143 for SIGTERM), which schedulers such as SLURM read as a preemption.
+    """
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class Crashed(RuntimeError):
+    """An exception once training had started (a bug, say in a user's encoder): unlike bad input,
+    its traceback matters. The message says which checkpoint is intact and how to go on."""
 
 
 class RunFailed(RuntimeError):
@@ -143,7 +156,7 @@ class TrainingRun:
         try:
             with self.stop:
                 try:
-                    ppo.learn(self.settings.total, callback=self.after_update, progress_bar=f.verbose == 1,
+                    ppo.learn(self.settings.total, callback=self.after_update, progress_bar=f.verbose == 1 and _on_a_terminal(),
                               reset_num_timesteps=not f.resume)
                 except EnvFailure as e:  # the model is sound: keep it
                     save_checkpoint(ppo, model_root, LATEST, self.run_info())
@@ -153,12 +166,23 @@ class TrainingRun:
                     kept = (f"the last good checkpoint is kept in {os.path.join(model_root, LATEST)}"
                             if has_checkpoint(model_root) else "no checkpoint had been saved yet")
                     raise RunFailed(f"{e}: the run stopped; {kept}") from e
+                except (CheckpointError, RunFailed, Interrupted, KeyboardInterrupt):
+                    raise
+                except Exception as e:  # noqa: BLE001 - reported with its traceback by run.train
+                    if has_checkpoint(model_root):
+                        kept = (f"the last checkpoint, {os.path.join(model_root, LATEST)}, is intact: --resume "
+                                f"continues from it once the cause is fixed")
+                    else:
+                        kept = "no checkpoint had been saved yet"
+                    log.info("error: %s: %s (after %d steps)", type(e).__name__, e, ppo.num_timesteps)
+                    raise Crashed(f"training stopped by the {type(e).__name__} above after {ppo.num_timesteps} "
+                                  f"steps; {kept}") from e
             if self.stop.requested:
                 save_checkpoint(ppo, model_root, LATEST, self.run_info())
                 message = (f"stopped by {self.stop.requested} after {ppo.num_timesteps} steps: checkpoint saved to "
                            f"{os.path.join(model_root, LATEST)}; --resume continues the run")
                 log.info(message)
-                raise Interrupted(message)
+                raise Interrupted(message, signal.Signals[self.stop.requested])
             self.wall = time.perf_counter() - start
             self.steps_this_session = ppo.num_timesteps - steps_before
             if not self.evaluations or self.evaluations[-1][0] != ppo.num_timesteps:
@@ -300,6 +324,13 @@ def _file_logger(path):
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.addHandler(handler)
     return logger
+
+
+def _on_a_terminal():
+    """A progress bar redraws itself with carriage returns: on a terminal only. Written to a file
+    (nohup, SLURM, CI) it would be one endless line; there --verbose=1 prints a plain summary line
+    every --log_interval updates instead."""
+    return sys.stderr.isatty()
 
 
 def _console(line):

@@ -145,7 +145,8 @@ def tune(argv_flags):
             code = _work(tuner, 0)
         else:
             codes, interrupted = _spawn_workers(tuner)
-            code = 130 if interrupted or 130 in codes else max(codes)
+            stopped = [c for c in codes if c in (130, 143)]  # a worker stopped by SIGINT or SIGTERM
+            code = 130 if interrupted else stopped[0] if stopped else max(codes)
     for line in write_report(tuner, study):
         print(line, flush=True)
     done, running = trial_counts(storage, study)
@@ -158,14 +159,14 @@ def tune(argv_flags):
 
 
 def _work(tuner, index):
-    """A worker's life: trials until the study has enough; its exit code (130: stopped by a signal)."""
+    """A worker's life: trials until the study has enough; its exit code (130 or 143: stopped by SIGINT or SIGTERM)."""
     worker = Worker(tuner, index)
     try:
         return worker.run()
     except (Interrupted, KeyboardInterrupt) as e:
         print(f"{worker.prefix}stopped{f': {e}' if str(e) else ''}; the trial is marked FAIL, and the same "
               f"command continues the study", file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, Interrupted) else 130
 
 
 def entry_point(flags_module=None):
