@@ -138,10 +138,11 @@ def predict_job(workdir, calls):
             carried = {"state": ppo.initial_state(1)[0]}
 
             def call(o):
-                action, carried["state"] = ppo.predict(o, carried["state"], False)
+                action, carried["state"] = ppo.predict(o, carried["state"], False, deterministic=True)
                 return action
         else:
-            call = ppo.predict
+            def call(o):
+                return ppo.predict(o, deterministic=True)[0]
         size = os.path.getsize(os.path.join(workdir, name.replace(" ", "_"), "model", "model.keras"))
         rows.append({"policy": name, "runner": f"predict ({keras.backend.backend()})", "size_bytes": size,
                      "median_us": median_us(lambda o: call(np.asarray(o)), obs, calls)})

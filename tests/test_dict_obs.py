@@ -88,7 +88,7 @@ def _load_and_act(backend, model_dir, obs_file, out_file, pythonpath=ROOT):
     script = ("import sys, numpy as np\nfrom unstable_ppo import PPO\nimport tests.helpers.envs\n"
               "ppo = PPO.load(sys.argv[1])\nd = np.load(sys.argv[2])\n"
               "obs = {k: d[k] for k in d.files}\nobs['goal'] = (obs.pop('goal.0'), obs.pop('goal.1'))\n"
-              "np.save(sys.argv[3], ppo.predict(obs, deterministic=True))\n")
+              "np.save(sys.argv[3], ppo.predict(obs, deterministic=True)[0])\n")
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=pythonpath)
     proc = subprocess.run([sys.executable, "-c", script, model_dir, obs_file, out_file], env=env,
                           capture_output=True, text=True, timeout=300)
@@ -104,7 +104,7 @@ def test_trained_dict_policy_acts_the_same_after_loading_on_the_other_backends(t
     ppo.learn(64)
     ppo.save(str(tmp_path / "model"))
     obs = observations(64, seed=9)
-    ours = ppo.predict(obs, deterministic=True)
+    ours, _ = ppo.predict(obs, deterministic=True)
     flat = ObservationLayout(DICT_SPACE).convert(obs)
     np.savez(tmp_path / "obs.npz", **flat)
     for other in OTHERS[keras.backend.backend()]:
@@ -167,11 +167,11 @@ def test_recurrent_dict_policy_trains_predicts_with_state_and_reloads(tmp_path):
     ppo.learn(64)
     obs = observations(3, seed=1)
     state = ppo.initial_state(3)
-    actions, state = ppo.predict(obs, state=state, episode_start=np.ones(3))
+    actions, state = ppo.predict(obs, state=state, episode_start=np.ones(3), deterministic=True)
     assert actions.shape == (3,) and state.shape == (3, 16) and np.abs(state).sum() > 0
     ppo.save(str(tmp_path / "m"))
     loaded = PPO.load(str(tmp_path / "m"))
-    again, again_state = loaded.predict(obs, state=ppo.initial_state(3), episode_start=np.ones(3))
+    again, again_state = loaded.predict(obs, state=ppo.initial_state(3), episode_start=np.ones(3), deterministic=True)
     np.testing.assert_array_equal(again, actions)
     np.testing.assert_allclose(again_state, state, atol=1e-6)
 
@@ -207,10 +207,10 @@ def test_custom_encoder_trains_saves_and_acts_the_same_on_every_backend(tmp_path
     GRID.seed(5)
     rows = [GRID.sample() for _ in range(32)]
     obs = {k: np.stack([r[k] for r in rows]) for k in GRID}
-    ours = ppo.predict(obs)
+    ours, _ = ppo.predict(obs, deterministic=True)
     np.savez(tmp_path / "obs.npz", **obs)
     script = ("import sys, numpy as np\nfrom unstable_ppo import PPO\nppo = PPO.load(sys.argv[1])\n"
-              "d = np.load(sys.argv[2])\nnp.save(sys.argv[3], ppo.predict({k: d[k] for k in d.files}))\n")
+              "d = np.load(sys.argv[2])\nnp.save(sys.argv[3], ppo.predict({k: d[k] for k in d.files}, deterministic=True)[0])\n")
     for other in OTHERS[keras.backend.backend()]:
         # The child never imports tests.helpers.encoders itself: loading imports the module the file names.
         env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
@@ -232,7 +232,7 @@ def test_separate_policy_and_value_encoders_save_and_load(tmp_path):
     for a, b in zip(ppo.model.get_weights(), loaded.model.get_weights()):
         np.testing.assert_array_equal(a, b)
     obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
-    np.testing.assert_array_equal(loaded.predict(obs), ppo.predict(obs))
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], ppo.predict(obs, deterministic=True)[0])
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -324,4 +324,4 @@ def test_a_model_with_a_custom_encoder_exports_to_onnx(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "policy.onnx"))
     obs = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
     actions = session.run(None, {session.get_inputs()[0].name: obs})[0]
-    np.testing.assert_array_equal(actions.ravel(), ppo.predict(obs))
+    np.testing.assert_array_equal(actions.ravel(), ppo.predict(obs, deterministic=True)[0])

@@ -88,7 +88,7 @@ def reference(ppo, seed=1):
     rng = np.random.default_rng(seed)
     if not ppo.recurrent:
         obs = observations(ppo.observation_space, N_OBS, seed)
-        return {"obs": obs, "actions": ppo.predict(obs, deterministic=True)}
+        return {"obs": obs, "actions": ppo.predict(obs, deterministic=True)[0]}
     obs = observations(ppo.observation_space, N_ENVS * N_STEPS, seed).reshape(N_STEPS, N_ENVS,
                                                                               *ppo.observation_space.shape)
     starts = (rng.random((N_STEPS, N_ENVS)) < 0.1).astype(np.float32)
@@ -240,7 +240,7 @@ def test_observation_normalizer_is_folded_into_the_graph(exported):
     # Without the statistics the same network acts differently: the export must have used them.
     rms, ppo.normalizer.obs_rms = ppo.normalizer.obs_rms, None
     try:
-        unnormalized = ppo.predict(ref["obs"])
+        unnormalized, _ = ppo.predict(ref["obs"], deterministic=True)
     finally:
         ppo.normalizer.obs_rms = rms
     got = Runner(paths["onnx"], "onnx")(ref["obs"])["action"]
@@ -280,7 +280,7 @@ def test_a_model_trained_here_exports_through_the_api_and_the_command_line(tmp_p
     ppo.learn(128)
     assert ppo.normalizer.obs_rms.count > 100
     obs = observations(ppo.observation_space, N_OBS, 5)
-    expected = ppo.predict(obs)
+    expected, _ = ppo.predict(obs, deterministic=True)
     os.makedirs(tmp_path / "api")
     (tmp_path / "api" / "policy.onnx").write_text("an earlier export")
     ppo.export(tmp_path / "api" / "policy.onnx", overwrite=True)

@@ -64,7 +64,7 @@ def test_normalizer_survives_save_load_and_evaluation_does_not_move_it(tmp_path)
     assert ppo.normalizer.obs_rms.count > 512 and ppo.normalizer.ret_rms.count > 512
     result = ppo.evaluate(n_episodes=2)
     obs = np.stack([ppo.observation_space.sample() for _ in range(5)])
-    actions = ppo.predict(obs)
+    actions, _ = ppo.predict(obs, deterministic=True)
     assert stats(ppo) == before
     # Returns are in the env's scale, not the transformed/normalized one.
     assert result["mean_return"] < -50 and ppo.logs["ep_rew_mean"] < -50
@@ -75,7 +75,7 @@ def test_normalizer_survives_save_load_and_evaluation_does_not_move_it(tmp_path)
     assert isinstance(saved_mean, list) and len(saved_mean) == 3
     loaded = PPO.load(tmp_path / "m")
     assert stats(loaded) == before
-    np.testing.assert_array_equal(loaded.predict(obs), actions)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
     loaded.evaluate("Pendulum-v1", n_episodes=1)
     assert stats(loaded) == before
     # Training on goes on from the saved statistics.
@@ -135,7 +135,7 @@ def test_checkpoint_from_before_the_kl_loss_or_clip_annealing_still_loads(tmp_pa
     assert loaded.kl_beta == (1.0 if missing == 2 else 3.0)
     assert float(ops.convert_to_numpy(loaded.model.clip_epsilon)) == pytest.approx(0.3)
     obs = np.stack([ppo.observation_space.sample() for _ in range(4)])
-    np.testing.assert_array_equal(loaded.predict(obs), ppo.predict(obs))
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], ppo.predict(obs, deterministic=True)[0])
 
 
 # --------------------------------------------------------------------------- the runner

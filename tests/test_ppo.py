@@ -72,7 +72,7 @@ def test_same_seed_same_run_on_this_backend(small_ppo):
         keras.backend.clear_session()
         ppo = small_ppo(seed=11)
         ppo.learn(64 * 3)
-        return ppo.model.get_weights(), ppo.predict(np.zeros((5, 4)), deterministic=False)
+        return ppo.model.get_weights(), ppo.predict(np.zeros((5, 4)))[0]  # sampled: Stable-Baselines3's default
 
     (w1, a1), (w2, a2) = run(), run()
     for x, y in zip(w1, w2):
@@ -147,9 +147,9 @@ def test_every_supported_space_trains_and_predicts(obs_space, act_space):
     env = SpaceEnv(obs_space, act_space)
     ppo = PPO(env, seed=0, num_steps=16, num_epochs=1, batch_size=8)
     ppo.learn(32)
-    one = ppo.predict(obs_space.sample())
-    assert act_space.contains(np.asarray(one, act_space.dtype))
-    many = ppo.predict(np.stack([obs_space.sample() for _ in range(3)]))
+    one, state = ppo.predict(obs_space.sample(), deterministic=True)
+    assert act_space.contains(np.asarray(one, act_space.dtype)) and state is None
+    many, _ = ppo.predict(np.stack([obs_space.sample() for _ in range(3)]))
     assert len(many) == 3 and all(act_space.contains(np.asarray(a, act_space.dtype)) for a in many)
     result = ppo.evaluate(SpaceEnv(obs_space, act_space), n_episodes=2)
     assert result["lengths"] == [7, 7]
@@ -163,7 +163,7 @@ def test_image_observations_use_the_nature_cnn():
     assert [(c.filters, c.kernel_size, c.strides) for c in convs] == [
         (32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1))]
     ppo.learn(8)
-    assert ppo.predict(env.observation_space.sample()) in range(4)
+    assert ppo.predict(env.observation_space.sample())[0] in range(4)
 
 
 def test_orthogonal_initialisation_gains(small_ppo):

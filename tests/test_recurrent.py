@@ -166,7 +166,7 @@ def test_save_load_round_trip_predicts_the_same_with_state(tmp_path):
     for model in (ppo, loaded):
         state, seen = model.initial_state(5), []
         for t in range(6):
-            actions, state = model.predict(obs[:, t], state, episode_start=np.full(5, t == 0))
+            actions, state = model.predict(obs[:, t], state, episode_start=np.full(5, t == 0), deterministic=True)
             seen.append((actions, state))
         outs.append(seen)
     for (a1, s1), (a2, s2) in zip(*outs):
@@ -174,9 +174,13 @@ def test_save_load_round_trip_predicts_the_same_with_state(tmp_path):
         np.testing.assert_allclose(s1, s2, atol=1e-6)
     assert np.abs(outs[0][-1][1]).sum() > 0  # the state moved
     # episode_start zeroes the state exactly as initial_state does.
-    _, fresh = ppo.predict(obs[:, 0], ppo.initial_state(5))
-    _, restarted = ppo.predict(obs[:, 0], outs[0][-1][1], episode_start=np.ones(5))
+    _, fresh = ppo.predict(obs[:, 0], ppo.initial_state(5), deterministic=True)
+    _, restarted = ppo.predict(obs[:, 0], outs[0][-1][1], episode_start=np.ones(5), deterministic=True)
     np.testing.assert_allclose(fresh, restarted, atol=1e-6)
+    # No state at all (Stable-Baselines3's first call) is the same fresh start.
+    first, none = ppo.predict(obs[:, 0], deterministic=True)
+    np.testing.assert_allclose(none, fresh, atol=1e-6)
+    np.testing.assert_array_equal(first, outs[0][0][0])
     assert loaded.evaluate(n_episodes=2)["returns"]
 
 
@@ -212,13 +216,18 @@ def test_bad_recurrent_settings_are_one_line_errors(kwargs, message):
         PPO("CartPoleNoVel-v1", **{**SMALL_RECURRENT, **kwargs})
 
 
-def test_predict_without_state_is_an_error_and_a_feedforward_model_takes_none():
+def test_predict_returns_action_and_state_for_every_model_as_stable_baselines3_does():
+    """One loop serves both kinds: `action, state = predict(obs, state, episode_start)`."""
     ppo = PPO("CartPoleNoVel-v1", **SMALL_RECURRENT)
-    with pytest.raises(ValueError, match="this model is recurrent: pass state="):
-        ppo.predict(np.zeros(2, np.float32))
+    action, state = ppo.predict(np.zeros(2, np.float32))  # no state: a fresh start
+    assert action in (0, 1) and state.shape == (ppo.model.state_size,)
+    actions, states = ppo.predict(np.zeros((3, 2), np.float32), episode_start=np.ones(3))
+    assert actions.shape == (3,) and states.shape == (3, ppo.model.state_size)
     with pytest.raises(ValueError, match=r"state has shape \(2, 5\)"):
         ppo.predict(np.zeros((2, 2), np.float32), np.zeros((2, 5)))
     mlp = PPO("CartPoleNoVel-v1", num_envs=2, num_steps=8, batch_size=8)
+    action, state = mlp.predict(np.zeros(2, np.float32), state=None, episode_start=np.ones(1))
+    assert action in (0, 1) and state is None
     with pytest.raises(ValueError, match="not recurrent"):
         mlp.predict(np.zeros(2, np.float32), state=np.zeros((1, 4)))
     with pytest.raises(ValueError, match="not recurrent"):

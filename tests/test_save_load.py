@@ -34,7 +34,7 @@ def test_round_trip_restores_policy_optimizer_and_counters(tmp_path, env_id):
     loaded = PPO.load(tmp_path / "m")
     for a, b in zip(values_of(ppo, obs), values_of(loaded, obs)):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(ppo.predict(obs), loaded.predict(obs))
+    np.testing.assert_array_equal(ppo.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     assert loaded.num_timesteps == 64 and loaded.num_updates == 2
     assert loaded.hp == ppo.hp and loaded.env_id == env_id
     assert int(loaded.model.optimizer.iterations.numpy() if hasattr(loaded.model.optimizer.iterations, "numpy")
@@ -73,7 +73,7 @@ import gymnasium as gym
 import keras
 params, values = ppo.model(obs)
 np.savez(out + "/expected.npz", obs=obs, params=keras.ops.convert_to_numpy(params),
-         values=keras.ops.convert_to_numpy(values), actions=ppo.predict(obs))
+         values=keras.ops.convert_to_numpy(values), actions=ppo.predict(obs, deterministic=True)[0])
 """
 
 
@@ -92,8 +92,9 @@ def test_model_saved_under_another_backend_predicts_identically(tmp_path, env_id
     params, values = values_of(loaded, expected["obs"])
     np.testing.assert_allclose(params, expected["params"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(values, expected["values"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(loaded.predict(expected["obs"]), expected["actions"]) if env_id == "CartPole-v1" \
-        else np.testing.assert_allclose(loaded.predict(expected["obs"]), expected["actions"], rtol=1e-5, atol=1e-6)
+    actions, _ = loaded.predict(expected["obs"], deterministic=True)
+    np.testing.assert_array_equal(actions, expected["actions"]) if env_id == "CartPole-v1" \
+        else np.testing.assert_allclose(actions, expected["actions"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.quick

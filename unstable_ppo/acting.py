@@ -92,13 +92,14 @@ def env_actions(action_space, actions, xp=NUMPY):
 
 
 def predict(model, normalizer, observation_space, action_space, rng, obs, state=None, episode_start=None,
-            deterministic=True):
-    """`PPO.predict`: actions for one observation or a batch, in the env's format (checked inputs)."""
-    if model.recurrent and state is None:
-        raise ValueError("this model is recurrent: pass state= (ppo.initial_state(n) to start) and "
-                         "episode_start=; predict then returns (actions, next_state)")
-    if not model.recurrent and (state is not None or episode_start is not None):
-        raise ValueError("this model is not recurrent: it takes no state or episode_start")
+            deterministic=False):
+    """`PPO.predict`: `(actions, state)` for one observation or a batch, in the env's format (checked inputs).
+
+    As Stable-Baselines3's: a feed-forward model returns `state` None and ignores `episode_start`
+    (so one loop serves both kinds); a recurrent one starts from zeros when `state` is None.
+    """
+    if not model.recurrent and state is not None:
+        raise ValueError("this model is not recurrent: it has no state to pass (predict returns None for it)")
     obs, single = model.obs_layout.as_batch(obs)
     n = model.obs_layout.batch_size(obs)
     act = model.make_act_function(deterministic=deterministic)
@@ -106,7 +107,11 @@ def predict(model, normalizer, observation_space, action_space, rng, obs, state=
     if not model.recurrent:
         packed_actions = policy_step(model, act, normalizer.obs(obs), noise)[0]
         actions = env_actions(action_space, buffer_actions(action_space, model, packed_actions))
-        return actions[0] if single else actions
+        return (actions[0] if single else actions), None
+    if state is None:
+        state = model.initial_state(1 if single else n)
+        if single:
+            state = state[0]
     state = np.asarray(state, np.float32)
     given_shape = state.shape
     if single and state.ndim == 1:

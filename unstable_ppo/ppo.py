@@ -304,12 +304,13 @@ class PPO:
     # -- using a policy ----------------------------------------------------------
 
     def predict(self, obs: np.ndarray, state: np.ndarray | None = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Actions for one observation or a batch of them, in the env's format.
+                deterministic: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """`(actions, state)` for one observation or a batch of them, actions in the env's format.
 
-        A recurrent model needs the LSTM state too (`initial_state(n)` to begin) and
-        `episode_start` (true where an episode begins: the state is zeroed there, default
-        all false); it returns `(actions, next_state)`.
+        As Stable-Baselines3's `predict`: sampled actions unless `deterministic`; a feed-forward
+        model returns state None (and ignores `episode_start`); a recurrent one takes the state
+        it returned last (None: zeros, a fresh start) and `episode_start` (true where an episode
+        begins: the state is zeroed there; default all false).
         """
         return predict(self.model, self.normalizer, self.observation_space, self.action_space, self.rng, obs, state,
                        episode_start, deterministic)

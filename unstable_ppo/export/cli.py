@@ -4,7 +4,7 @@
         --output=PATH [--overwrite]
 
 In Python: `PPO.export(path, format="onnx")`. The exported function is the whole deterministic
-policy, what `PPO.predict(obs, deterministic=True)` returns: raw env observations in (the frozen
+policy, the action `PPO.predict(obs, deterministic=True)` returns: raw env observations in (the frozen
 observation normalizer, pixel scaling and one-hot encoding are in the graph), env actions out
 (argmax per head, thresholded bits, or the Gaussian mean clipped to the Box bounds; `start`
 offsets added). A recurrent policy is `(obs, state, episode_start) -> (action, next_state)`, its

@@ -134,7 +134,7 @@ def describe(ppo, output, format):
         "obs": "a batch of raw env observations: normalization, pixel scaling and one-hot encoding are in the graph",
         "state": "the LSTM state: zeros to start, then next_state of the previous call",
         "episode_start": "1.0 where an episode begins (the state is zeroed there), else 0.0",
-        "action": "the env's actions, as PPO.predict(obs, deterministic=True) returns them",
+        "action": "the env's actions, the action PPO.predict(obs, deterministic=True) returns",
         "next_state": "the LSTM state to pass with the next observation",
     }
 
