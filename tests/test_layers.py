@@ -22,7 +22,7 @@ LAYERS = {
     "envs": {"envs"},
     "model": {"distributions", "losses", "encoders", "networks", "model", "acting", "backend"},
     "engine": {"rollout", "evaluation", "saving", "checkpoint", "ppo", "export"},
-    "tools": {"", "run", "run_settings", "training_run", "ray_gather", "play", "plot", "export.cli", "export.__main__",
+    "tools": {"", "bundled", "run", "run_settings", "training_run", "ray_gather", "play", "plot", "export.cli", "export.__main__",
               "tune"},
 }
 MAY_IMPORT = {

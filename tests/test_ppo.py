@@ -301,3 +301,21 @@ def test_evaluating_and_predicting_leave_the_training_run_alone(small_ppo):
     evaluated.learn(512, reset_num_timesteps=False)
     for a, b in zip(quiet.model.get_weights(), evaluated.model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.quick
+@pytest.mark.backend_independent  # the signature, from the settings table
+def test_every_setting_is_a_keyword_of_the_signature_and_the_docstring():
+    import dataclasses
+    import inspect
+
+    from unstable_ppo.config import Hyperparameters
+
+    parameters = inspect.signature(PPO).parameters
+    for field in dataclasses.fields(Hyperparameters):
+        assert parameters[field.name].kind is inspect.Parameter.KEYWORD_ONLY, field.name
+        assert parameters[field.name].default == field.default, field.name
+        assert f"`{field.name}={field.default!r}`: {field.metadata['help']}" in PPO.__doc__
+    assert list(parameters)[:2] == ["env", "seed"] and "hyperparameters" not in parameters
+    with pytest.raises(TypeError, match="unknown PPO argument"):
+        PPO("CartPole-v1", learning_rate=1e-3)

@@ -214,11 +214,39 @@ def test_bundled_env_flagfile_applies_and_explicit_flags_win(tmp_path, run_runne
     flags = json.loads((tmp_path / "run" / "model" / "latest" / "ppo.json").read_text())["run"]["flags"]
     assert flags["num_steps"] == 32 and flags["lr"] == 1e-3 and flags["gae_lambda"] == 0.8  # CartPole-v1.flags
     assert flags["num_envs"] == 2 and flags["num_epochs"] == 1  # the command line and --flagfile win
+    # From Python, unstable_ppo.bundled.bundled_settings gives the same settings.
+    from unstable_ppo.bundled import bundled_settings
+
+    saved = json.loads((tmp_path / "run" / "model" / "latest" / "ppo.json").read_text())["hyperparameters"]
+    bundled = bundled_settings("CartPole-v1")
+    assert bundled.total_timesteps == 100_000 and bundled.hyperparameters["num_steps"] == 32
+    for name, value in bundled.hyperparameters.items():
+        if name not in ("num_envs", "num_epochs"):
+            assert saved[name] == (list(value) if isinstance(value, tuple) else value), name
     proc = run_runner("--env_id=CartPole-v1", "--num_envs=2", "--batch_size=32", "--num_episodes=1",
                       "--eval_episodes=1", "--verbose=0", "--noenv_defaults", f"--logdir={tmp_path}/plain")
     assert proc.returncode == 0, proc.stderr[-3000:]
     flags = json.loads((tmp_path / "plain" / "model" / "latest" / "ppo.json").read_text())["run"]["flags"]
     assert flags["num_steps"] == 128 and flags["lr"] == 2.5e-4
+
+
+@pytest.mark.quick
+@pytest.mark.backend_independent  # the flags are checked before Keras starts
+def test_every_bundled_flagfile_gives_ppo_settings_from_python():
+    import dataclasses
+
+    from unstable_ppo.bundled import bundled_settings
+    from unstable_ppo.config import Hyperparameters
+
+    fields = {f.name for f in dataclasses.fields(Hyperparameters)}
+    for name in sorted(os.listdir(CONFIG_DIR)):
+        env_id = "PongNoFrameskip-v4" if name == "atari.flags" else name[:-len(".flags")]
+        bundled = bundled_settings(env_id)
+        assert bundled.path == os.path.join(CONFIG_DIR, name) and bundled.total_timesteps > 0, env_id
+        assert bundled.hyperparameters and set(bundled.hyperparameters) <= fields, env_id
+        Hyperparameters(**bundled.hyperparameters).check_values()
+    with pytest.raises(ValueError, match="no bundled settings for 'Foo-v0': .* CartPole-v1, "):
+        bundled_settings("Foo-v0")
 
 
 @pytest.mark.backend_independent  # the flags are checked before Keras starts

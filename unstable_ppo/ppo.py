@@ -16,6 +16,7 @@ running observation/reward normalization whose statistics live in this object.
 """
 
 import dataclasses
+import inspect
 import math
 import os
 import time
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from unstable_ppo import backend, evaluation, saving
 from unstable_ppo.acting import predict
 from unstable_ppo.buffer import RolloutBuffer, sequence_minibatches
-from unstable_ppo.config import Hyperparameters, LossConfig, group_values
+from unstable_ppo.config import Hyperparameters, LossConfig, group_values, settings
 from unstable_ppo.distributions import make_distribution
 from unstable_ppo.envs import as_vector_env
 from unstable_ppo.faults import check_finite_logs
@@ -394,3 +395,22 @@ class PPO:
         `FileNotFoundError` that names the file.
         """
         return saving.load(cls, path, env, seed, verbose, best)
+
+
+def _every_setting_a_keyword(cls):
+    """Each setting of the table (config.py) becomes a keyword argument of `PPO`'s signature and a line
+    of its docstring, so `help(PPO)`, `inspect.signature` and IPython/Jupyter completion show them,
+    with no second list to keep in step with the table."""
+    init = cls.__init__
+    base = inspect.signature(init)
+    params = [p for p in base.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+               for f in settings()]
+    init.__signature__ = base.replace(parameters=params)
+    rows = "\n".join(f"    - `{f.name}={f.default!r}`: {f.metadata['help']}" for f in settings())
+    cls.__doc__ += (f"\n    Settings: keyword arguments (the runner's flags of the same names; the defaults are "
+                    f"the reference code's Atari settings):\n\n{rows}\n")
+    return cls
+
+
+_every_setting_a_keyword(PPO)
