@@ -2,8 +2,9 @@
 
 `import tensorflow` writes `oneDNN custom operations are on`, `Could not find cuda drivers`
 and `All log messages before absl::InitializeLog() ...` straight to file descriptor 2, before
-any log level (`TF_CPP_MIN_LOG_LEVEL`, absl's) applies. They appear on every backend, since
-the TensorBoard writer imports TensorFlow too. The only place to drop them is the import
+any log level (`TF_CPP_MIN_LOG_LEVEL`, absl's) applies. A jax or torch run never imports
+TensorFlow (the TensorBoard writer, seeding and saving leave it alone); a TensorFlow run, or a
+user's code that imports it, would show them. The only place to drop them is the import
 itself: `install()` (called when `unstable_ppo` is imported) wraps the first
 `import tensorflow` so that what it writes to fd 2 is held back, and replayed without the
 C++ INFO/WARNING lines. Python warnings, errors, tracebacks and C++ ERROR lines raised
