@@ -318,8 +318,9 @@ def unwritable_logdir(workdir, backend=None):
     with open(blocker, "w") as f:
         f.write("not a directory")
     logdir = os.path.join(blocker, "run")
-    proc = run_runner(f"--logdir={logdir}", *TRIAL_FLAGS, env={"KERAS_BACKEND": backend} if backend else None,
-                      timeout=TIMEOUT, cwd=ROOT)
+    # --verbose=1: with TRIAL_FLAGS' --verbose=2 the one line would come with its traceback.
+    proc = run_runner(f"--logdir={logdir}", *TRIAL_FLAGS, "--verbose=1",
+                      env={"KERAS_BACKEND": backend} if backend else None, timeout=TIMEOUT, cwd=ROOT)
     ok = proc.returncode == 2 and one_line_error(proc.stderr) and "update 1" not in proc.stdout
     return Trial("unwritable logdir", not ok, proc.stderr.strip().splitlines()[-1] if proc.stderr else "",
                  time.monotonic() - t0)
