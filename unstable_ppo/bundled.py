@@ -49,6 +49,8 @@ def bundled_settings(env_id: str) -> BundledSettings:
     settings = RunSettings(values).hyperparameters()
     defaults = {field.name: field.default for field in config.settings()}
     changed = {name: value for name, value in settings.items() if value != defaults[name]}
-    rollout = values.num_envs * values.num_steps
-    total = values.num_episodes * rollout if values.num_episodes else values.total_timesteps
+    if values.num_episodes:
+        total = values.num_episodes * values.num_envs * values.num_steps
+    else:  # the runner's own default budget is not the flagfile's
+        total = values.total_timesteps if values["total_timesteps"].present else None
     return BundledSettings(env_id, path, changed, total)

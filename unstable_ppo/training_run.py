@@ -156,8 +156,8 @@ class TrainingRun:
         try:
             with self.stop:
                 try:
-                    ppo.learn(self.settings.total, callback=self.after_update, progress_bar=f.verbose == 1 and _on_a_terminal(),
-                              reset_num_timesteps=not f.resume)
+                    ppo.learn(self.settings.total, callback=self.after_update,
+                              progress_bar=f.verbose == 1 and _on_a_terminal(), reset_num_timesteps=not f.resume)
                 except EnvFailure as e:  # the model is sound: keep it
                     save_checkpoint(ppo, model_root, LATEST, self.run_info())
                     raise RunFailed(f"{e}; checkpoint saved to {os.path.join(model_root, LATEST)} "
