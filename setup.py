@@ -42,6 +42,8 @@ EXTRAS = {
         "onnx>=1.15", "onnxruntime>=1.17", "tf2onnx>=1.16",  # tests/test_export.py
     ],
     "benchmarks": ["stable-baselines3>=2.3", "sb3-contrib>=2.3", "matplotlib>=3.7"],
+    # The docs site (mkdocs.yml, docs/): `mkdocs build --strict`, `mkdocs serve`; tests/test_docs.py builds it.
+    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
 }
 EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "cuda" for dep in deps})
 
