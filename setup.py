@@ -43,7 +43,8 @@ EXTRAS = {
     ],
     "benchmarks": ["stable-baselines3>=2.3", "sb3-contrib>=2.3", "matplotlib>=3.7"],
     # The docs site (mkdocs.yml, docs/): `mkdocs build --strict`, `mkdocs serve`; tests/test_docs.py builds it.
-    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
+    # ruff: mkdocstrings formats the API reference's long signatures with it (or Black).
+    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff>=0.4"],
 }
 EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "cuda" for dep in deps})
 
