@@ -98,6 +98,7 @@ def run_sb3(seed, timesteps):
 def run_unstable_ppo(backend, mode, seed, timesteps):
     assert os.environ.get("KERAS_BACKEND") == backend, "run through the parent, which sets KERAS_BACKEND"
     from unstable_ppo import PPO
+    from unstable_ppo.callbacks import LambdaCallback
 
     ppo = PPO(ENV_ID, seed=seed, vectorization_mode=mode, **HP)
     clock = {"env_s": 0.0}
@@ -113,7 +114,7 @@ def run_unstable_ppo(backend, mode, seed, timesteps):
             marks["first_update_end"] = now
 
     start = time.perf_counter()
-    ppo.learn(timesteps, callback=split)
+    ppo.learn(timesteps, callbacks=[LambdaCallback(on_update_end=lambda update, logs: split(ppo, logs))])
     end = time.perf_counter()
     return ppo.num_timesteps, start, end, marks["first_update_end"], updates
 

@@ -126,8 +126,10 @@ def run_job(runner, seed, timesteps, HP, anneal_lr, cache_dir=None):
             if ppo.num_updates == 1:  # includes compiling the acting and update functions
                 split["first_update_s"] = time.perf_counter() - start
 
+        from unstable_ppo.callbacks import LambdaCallback
+
         start = time.perf_counter()
-        model.learn(timesteps, callback=add_times)
+        model.learn(timesteps, callbacks=[LambdaCallback(on_update_end=lambda update, logs: add_times(model, logs))])
         seconds = time.perf_counter() - start
         result = model.evaluate(n_episodes=EVAL_EPISODES, deterministic=True)
         mean, std = result["mean_return"], result["std_return"]

@@ -27,6 +27,7 @@ TARGET = 3000.0
 
 def train(seed, timesteps):
     from unstable_ppo import PPO
+    from unstable_ppo.callbacks import LambdaCallback
 
     ppo = PPO("HalfCheetah-v5", seed=seed, **HP)
     start, curve = time.perf_counter(), []
@@ -37,7 +38,7 @@ def train(seed, timesteps):
             curve.append([ppo.num_timesteps, result["mean_return"]])
             print(ppo.num_timesteps, round(result["mean_return"], 1), round(time.perf_counter() - start), flush=True)
 
-    ppo.learn(timesteps, callback=evaluate)
+    ppo.learn(timesteps, callbacks=[LambdaCallback(on_update_end=lambda update, logs: evaluate(ppo, logs))])
     final = ppo.evaluate(n_episodes=10)
     seconds = time.perf_counter() - start
     curve.append([ppo.num_timesteps, final["mean_return"]])

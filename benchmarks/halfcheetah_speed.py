@@ -41,10 +41,12 @@ def run_job(runner, seed, rollouts):
         model.learn(rollouts * ROLLOUT, callback=clock)
     else:
         from unstable_ppo import PPO
+        from unstable_ppo.callbacks import LambdaCallback
 
         model = PPO(ENV_ID, seed=seed, anneal_lr=False, **HP)
         start = time.perf_counter()
-        model.learn(rollouts * ROLLOUT, callback=lambda ppo, logs: times.append(time.perf_counter()))
+        model.learn(rollouts * ROLLOUT,
+                    callbacks=[LambdaCallback(on_update_end=lambda update, logs: times.append(time.perf_counter()))])
     end = time.perf_counter()
     # SB3's clock ticks at each rollout start (the 2nd tick ends update 1); ours after each update.
     first_update_end = times[1] if runner == "sb3" else times[0]

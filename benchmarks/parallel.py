@@ -53,7 +53,9 @@ def measure(ppo, updates, gatherer=None):
             actor_s.append(gatherer.timings[-1])
 
     rollout = ppo.hp.num_envs * ppo.hp.num_steps
-    ppo.learn((updates + 1) * rollout, callback=record)
+    from unstable_ppo.callbacks import LambdaCallback
+
+    ppo.learn((updates + 1) * rollout, callbacks=[LambdaCallback(on_update_end=lambda update, logs: record(ppo, logs))])
     steady = logs[1:]
     wall = sum(l["rollout_time"] + l["update_time"] for l in steady)
     steps = ppo.num_timesteps - logs[0]["num_timesteps"]

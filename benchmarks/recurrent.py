@@ -93,6 +93,7 @@ def speed_job(runner, seed, timesteps):
         split = {}
     else:
         from unstable_ppo import PPO
+        from unstable_ppo.callbacks import LambdaCallback
 
         model = PPO(ENV_ID, seed=seed, anneal_lr=False, recurrent=True, hidden_layer_size=LSTM_UNITS,
                     shared_lstm=False, timestep_size=16, **SPEED_HP)
@@ -106,7 +107,7 @@ def speed_job(runner, seed, timesteps):
             split["update_s"] += logs["update_time"]
 
         start = time.perf_counter()
-        model.learn(timesteps, callback=add_times)
+        model.learn(timesteps, callbacks=[LambdaCallback(on_update_end=lambda update, logs: add_times(model, logs))])
         seconds = time.perf_counter() - start
         steps = model.num_timesteps
     steady = (steps - rollout) / (seconds - marks["first_update_s"])

@@ -50,7 +50,9 @@ def job(updates):
     ppo.learn(3 * steps)  # compilation and warm-up, not measured
     timers.update(step=0.0, act=0.0)
     logs = []
-    ppo.learn(updates * steps, callback=lambda p, l: logs.append(dict(l)))
+    from unstable_ppo.callbacks import LambdaCallback
+
+    ppo.learn(updates * steps, callbacks=[LambdaCallback(on_update_end=lambda update, l: logs.append(dict(l)))])
     n = len(logs)
     rollout = sum(l["rollout_time"] for l in logs) / n
     update = sum(l["update_time"] for l in logs) / n

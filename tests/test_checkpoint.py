@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from unstable_ppo import PPO
+from unstable_ppo.callbacks import LambdaCallback
 from unstable_ppo.checkpoint import BEST, LATEST, resolve_checkpoint, save_checkpoint
 
 HP = {"num_envs": 2, "num_steps": 32, "batch_size": 32, "num_epochs": 1}
@@ -47,14 +48,19 @@ def test_missing_best_is_a_clear_error(tmp_path):
 def test_resumed_learning_continues_the_schedule_and_sampling_state(tmp_path):
     def lrs_of(ppo, total, **kwargs):
         seen = []
-        ppo.learn(total, callback=lambda p, logs: seen.append(logs["learning_rate"]), **kwargs)
+        ppo.learn(total, callbacks=[LambdaCallback(on_update_end=lambda u, logs: seen.append(logs["learning_rate"]))],
+                  **kwargs)
         return seen
 
     whole = lrs_of(PPO("CartPole-v1", seed=1, lr=1e-3, **HP), 4 * 64)
 
     first = PPO("CartPole-v1", seed=1, lr=1e-3, **HP)
     head = []
-    first.learn(4 * 64, callback=lambda p, logs: head.append(logs["learning_rate"]) or len(head) < 2)
+    def note(update, logs):
+        head.append(logs["learning_rate"])
+        first.stop_training = len(head) >= 2
+
+    first.learn(4 * 64, callbacks=[LambdaCallback(on_update_end=note)])
     first.save(tmp_path / "m")
     draws = first.rng.standard_normal(3)
     resumed = PPO.load(tmp_path / "m", env="CartPole-v1")

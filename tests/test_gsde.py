@@ -12,6 +12,7 @@ from keras import ops
 from scipy import stats
 
 from unstable_ppo import PPO
+from unstable_ppo.callbacks import LambdaCallback
 from unstable_ppo.distributions import DiagGaussian, StateDependentNoise, make_distribution
 from unstable_ppo.networks import ActorCriticNetwork
 
@@ -149,7 +150,7 @@ def test_recurrent_and_kl_loss_policies_take_gsde(small_ppo):
     ppo = small_ppo("PendulumNoVel-v1", settings=SMALL_RECURRENT, use_sde=True, use_kl_loss=True, seed=0)
     assert ppo.model.noise_size == 16 * 1  # LSTM units x action dims
     logs = {}
-    ppo.learn(96, callback=lambda _, update_logs: logs.update(update_logs))
+    ppo.learn(96, callbacks=[LambdaCallback(on_update_end=lambda _, update_logs: logs.update(update_logs))])
     assert np.isfinite(logs["loss"])
 
 

@@ -16,6 +16,7 @@ from keras import ops
 from tests.helpers.runner import tensorboard_steps
 from tests.helpers.settings import SMALL_2X64
 from unstable_ppo import PPO
+from unstable_ppo.callbacks import LambdaCallback
 
 
 # --------------------------------------------------------------------------- the KL loss inside PPO
@@ -38,7 +39,8 @@ def test_lr_multiplier_scales_the_learning_rate_and_is_saved(tmp_path):
     seen = []
     ppo = PPO("Pendulum-v1", seed=2, use_kl_loss=True, kl_target=1e-6, init_beta=30.0, anneal_lr=False,
               lr=1e-3, **SMALL_2X64)
-    ppo.learn(3 * 128, callback=lambda p, logs: seen.append((logs["learning_rate"], logs["lr_multiplier"])))
+    ppo.learn(3 * 128, callbacks=[LambdaCallback(
+        on_update_end=lambda u, logs: seen.append((logs["learning_rate"], logs["lr_multiplier"])))])
     # beta: 30 -> 35 (> 30, the lr backs off) -> 35 -> 35; the rate of update k is lr * multiplier after k-1
     np.testing.assert_allclose([m for _, m in seen], [1 / 1.5, 1 / 1.5**2, 1 / 1.5**3], rtol=1e-6)
     np.testing.assert_allclose([lr for lr, _ in seen], [1e-3, 1e-3 / 1.5, 1e-3 / 1.5**2], rtol=1e-5)
@@ -95,7 +97,7 @@ def test_clip_range_schedule(anneal):
     ppo = PPO("CartPole-v1", seed=0, num_envs=2, num_steps=16, num_epochs=1, batch_size=32, clip_range=0.3,
               anneal_clip_range=anneal)
     seen = []
-    ppo.learn(4 * 32, callback=lambda p, logs: seen.append(logs["clip_range"]))
+    ppo.learn(4 * 32, callbacks=[LambdaCallback(on_update_end=lambda u, logs: seen.append(logs["clip_range"]))])
     expected = [0.3 * (1 - u / 4) for u in range(4)] if anneal else [0.3] * 4
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
 

@@ -10,6 +10,7 @@ from keras import ops
 from tests.helpers.envs import SpaceEnv
 from tests.helpers.settings import SMALL_4X16
 from unstable_ppo import PPO
+from unstable_ppo.callbacks import LambdaCallback
 from unstable_ppo.spaces import UnsupportedSpaceError
 
 
@@ -56,7 +57,7 @@ def test_update_moves_policy_and_reports_diagnostics(small_ppo):
 def test_learning_rate_anneals_linearly_to_zero(small_ppo):
     seen = []
     ppo = small_ppo(seed=0, lr=1e-3)
-    ppo.learn(64 * 4, callback=lambda p, logs: seen.append(logs["learning_rate"]))
+    ppo.learn(64 * 4, callbacks=[LambdaCallback(on_update_end=lambda u, logs: seen.append(logs["learning_rate"]))])
     np.testing.assert_allclose(seen, [1e-3, 0.75e-3, 0.5e-3, 0.25e-3], rtol=1e-6)
 
 

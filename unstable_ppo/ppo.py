@@ -21,15 +21,15 @@ import math
 import os
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import keras
 import numpy as np
-from tqdm.auto import tqdm
 
 from unstable_ppo import backend, evaluation, saving
 from unstable_ppo.acting import predict
+from unstable_ppo.callbacks import Callback, CallbackList, PrintLogs, ProgressBar, TensorBoard, next_run_dir
 from unstable_ppo.buffer import RolloutBuffer, sequence_minibatches
 from unstable_ppo.config import Hyperparameters, LossConfig, group_values, settings
 from unstable_ppo.distributions import make_distribution
@@ -71,6 +71,9 @@ class PPO:
     `env_kwargs` (gymnasium.make's arguments) build an id's envs; an env already built is taken as
     it is, and `env_kwargs` then say how `evaluate()` and play rebuild it from its id.
 
+    `verbose=1` prints a summary line per update; `tensorboard_log`: a directory for TensorBoard curves
+    (one `PPO_<n>` run per `learn`, keyed as Stable-Baselines3 keys them).
+
     `encoder`: a Keras layer of your own in place of the built-in observation encoder (for
     both networks; `policy_encoder` and `value_encoder` for one each). It maps the observation
     (a dict of entries for Dict/Tuple spaces) to `(batch, features)`; the MLP torso follows.
@@ -81,7 +84,7 @@ class PPO:
     def __init__(self, env: EnvLike | None, seed: int | None = None, verbose: int = 0,
                  monitor_dir: str | os.PathLike | None = None, encoder: keras.layers.Layer | None = None,
                  policy_encoder: keras.layers.Layer | None = None, value_encoder: keras.layers.Layer | None = None,
-                 **hyperparameters: Any) -> None:
+                 tensorboard_log: str | os.PathLike | None = None, **hyperparameters: Any) -> None:
         unknown = set(hyperparameters) - {f.name for f in dataclasses.fields(Hyperparameters)}
         if unknown:
             raise TypeError(f"unknown PPO argument(s): {', '.join(sorted(unknown))}")
@@ -94,6 +97,8 @@ class PPO:
             self.hp.num_envs = 1
         self.seed = seed
         self.verbose = verbose
+        self.tensorboard_log = tensorboard_log
+        self.stop_training = False  # a callback sets it to stop `learn` after the current update
         self.num_timesteps = 0
         self.num_updates = 0
         self.episode_returns = deque(maxlen=100)
@@ -231,14 +236,22 @@ class PPO:
         mask = batch["mask"] > 0
         return float(np.mean(kl[mask])) if mask.any() else 0.0
 
-    def learn(self, total_timesteps: int, callback: Callable[["PPO", dict], bool | None] | None = None,
-              progress_bar: bool = False, reset_num_timesteps: bool = True) -> "PPO":
+    def learn(self, total_timesteps: int, callbacks: list[Callback] | None = None, progress_bar: bool = False,
+              reset_num_timesteps: bool = True, tb_log_name: str = "PPO") -> "PPO":
         """Train for at least `total_timesteps` env steps (whole rollouts).
 
-        `callback(ppo, logs)` runs after every update; returning False stops training.
+        `callbacks`: `unstable_ppo.callbacks.Callback`s (evaluation, checkpoints, TensorBoard, CSV, early
+        stopping, your own); one that sets `ppo.stop_training = True` stops training after that update.
+        `progress_bar`: a tqdm bar over the steps. With `tensorboard_log` set on the PPO, curves go to
+        `<tensorboard_log>/<tb_log_name>_<n>`, a new n per `learn` as in Stable-Baselines3.
         With `reset_num_timesteps=False`, `total_timesteps` counts the steps already
         taken too (a resumed run): training continues up to it, and the learning
         rate schedule continues where it stopped.
+
+        The logs each update passes to `on_update_end`: the losses and statistics of the update
+        (`policy_loss`, `value_loss`, `entropy`, `approx_kl`, `clip_fraction`, `explained_variance`...),
+        `learning_rate`, `clip_range`, `rollout_time`, `update_time`, `fps`, `num_timesteps`, and
+        `ep_rew_mean`/`ep_len_mean` over the last 100 training episodes once there are any.
         """
         if self.env is None:
             raise ValueError("this PPO has no env to learn from: pass one to PPO(...) or PPO.load(..., env=...)")
@@ -248,13 +261,14 @@ class PPO:
         rollout = hp.num_envs * hp.num_steps
         num_updates = math.ceil(total_timesteps / rollout)
         first_update = 0 if reset_num_timesteps else min(self.num_updates, num_updates)
+        callbacks = CallbackList(self._default_callbacks(callbacks, progress_bar, reset_num_timesteps, tb_log_name))
+        callbacks.set_ppo(self)
         buffer = self.make_buffer()
         if self.collector.last_obs is None:
             self.collector.reset()
-        bar = None
-        if progress_bar:
-            bar = tqdm(total=num_updates * rollout, initial=first_update * rollout, unit="steps",
-                       dynamic_ncols=True)
+        self.stop_training = False
+        callbacks.on_train_begin({"num_timesteps": self.num_timesteps, "total_timesteps": num_updates * rollout,
+                                  "timesteps_done": first_update * rollout})
         start = time.perf_counter()
         for update in range(first_update, num_updates):
             remaining = 1.0 - update / num_updates  # the linear schedules' factor
@@ -265,6 +279,8 @@ class PPO:
             t0 = time.perf_counter()
             self.num_timesteps += (self.gatherer or self).collect_rollout(buffer)
             t1 = time.perf_counter()
+            callbacks.on_rollout_end(self.num_updates + 1,
+                                     {"num_timesteps": self.num_timesteps, "rollout_time": t1 - t0})
             logs = self.update(buffer)
             t2 = time.perf_counter()
             self.num_updates += 1
@@ -280,27 +296,25 @@ class PPO:
                 logs["ep_rew_mean"] = float(np.mean(self.episode_returns))
                 logs["ep_len_mean"] = float(np.mean(self.episode_lengths))
             self.logs = logs
-            if bar is not None:
-                bar.update(rollout)
-                if "ep_rew_mean" in logs:
-                    bar.set_postfix(ep_rew_mean=f"{logs['ep_rew_mean']:.1f}")
-            if self.verbose:
-                print(self._summary(logs), flush=True)
-            if callback is not None and callback(self, logs) is False:
+            callbacks.on_update_end(self.num_updates, logs)
+            if self.stop_training:
                 break
-        if bar is not None:
-            bar.close()
+        callbacks.on_train_end({})
         return self
 
-    @staticmethod
-    def _summary(logs):
-        keys = ("num_timesteps", "ep_rew_mean", "ep_len_mean", "fps", "approx_kl",
-                "clip_fraction", "kl", "kl_beta", "lr_multiplier", "entropy", "std", "value_loss",
-                "explained_variance")
-        return " | ".join(
-            f"{k} {logs[k]:.4g}" if isinstance(logs[k], float) else f"{k} {logs[k]}"
-            for k in keys if k in logs
-        )
+    def _default_callbacks(self, callbacks, progress_bar, reset_num_timesteps, tb_log_name):
+        """The caller's callbacks, then the loggers `learn`'s own arguments and the PPO's settings ask for."""
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"callbacks must be a list of Callback, got {type(callbacks).__name__}")
+        callbacks = list(callbacks or [])
+        if progress_bar:
+            callbacks.append(ProgressBar())
+        if self.verbose:
+            callbacks.append(PrintLogs())
+        if self.tensorboard_log is not None:
+            callbacks.append(TensorBoard(next_run_dir(self.tensorboard_log, tb_log_name,
+                                                      continue_last=not reset_num_timesteps)))
+        return callbacks
 
     # -- using a policy ----------------------------------------------------------
 
@@ -385,16 +399,16 @@ class PPO:
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: EnvLike | None = None, seed: int | None = None, verbose: int = 0,
-             best: bool = False) -> "PPO":
+             best: bool = False, tensorboard_log: str | os.PathLike | None = None) -> "PPO":
         """A saved PPO. Nothing in the files can run code: JSON, and Keras in safe mode.
 
         `path` is a directory written by `save`, or a run's model directory, whose
         `latest` checkpoint is loaded (`best=True`: its `best` one). Pass `env` to keep
         training or to evaluate on a specific env; it must have the saved spaces.
         A missing, damaged, foreign or too new file is a one-line `ValueError` or
-        `FileNotFoundError` that names the file.
+        `FileNotFoundError` that names the file. `verbose` and `tensorboard_log` are as in `PPO(...)`.
         """
-        return saving.load(cls, path, env, seed, verbose, best)
+        return saving.load(cls, path, env, seed, verbose, best, tensorboard_log)
 
 
 def _every_setting_a_keyword(cls):

@@ -60,7 +60,7 @@ def save(ppo, path, extra=None):
     return path
 
 
-def load(cls, path, env=None, seed=None, verbose=0, best=False):
+def load(cls, path, env=None, seed=None, verbose=0, best=False, tensorboard_log=None):
     """A `cls` (a `PPO`) from a model directory (see `PPO.load`)."""
     path = resolve_checkpoint(path, best=best)
     meta_path = os.path.join(path, META_FILE)
@@ -87,7 +87,8 @@ def load(cls, path, env=None, seed=None, verbose=0, best=False):
             raise ValueError(f"expected an object, got {type(hp).__name__}")
         # How the saved run split its work is no part of the model: this machine may have fewer devices.
         hp = {k: v for k, v in hp.items() if k not in ("gather_per_worker", "worker_num")}
-        ppo = cls(None, seed=seed if seed is not None else saved_seed, verbose=verbose, **hp)
+        ppo = cls(None, seed=seed if seed is not None else saved_seed, verbose=verbose,
+                  tensorboard_log=tensorboard_log, **hp)
     ppo.model = model
     for name, attribute in (("observation_space", "observation_space"), ("action_space", "action_space")):
         with field(name):

@@ -18,19 +18,19 @@ import time
 from tqdm.auto import tqdm
 
 from unstable_ppo import evaluation
+from unstable_ppo.callbacks import Callback, CheckpointCallback, EvalCallback, TensorBoard, summary_line
 from unstable_ppo.checkpoint import (
     BEST,
     LATEST,
     CheckpointError,
     has_checkpoint,
-    save_checkpoint,
     write_json_atomically,
 )
 from unstable_ppo.cli import UsageError
 from unstable_ppo.envs import make_vec_env
 from unstable_ppo.faults import EnvFailure, NonFiniteError
 from unstable_ppo.envs.monitor import monitor_episodes, rewind_monitor_files
-from unstable_ppo.summaries import TensorBoardLogger, rewind_tensorboard
+from unstable_ppo.summaries import rewind_tensorboard
 from unstable_ppo.ray_gather import RayGatherer
 from unstable_ppo.run_settings import RunSettings, check_writable, run_flags
 
@@ -102,15 +102,21 @@ class TrainingRun:
         if f.resume:
             self.ppo.hp.gather_per_worker, self.ppo.hp.worker_num = f.gather_per_worker, f.worker_num
             self.ppo.set_env(env)
-            self.best_mean_return = settings.saved.get("best_mean_return")
-            self.evaluations = list(settings.saved.get("evaluations", []))
         else:
             if f.overwrite:
                 self._clear_previous_run()
             self.ppo = PPO(env, seed=f.seed, encoder=settings.make_encoder(), **settings.hyperparameters())
-            self.best_mean_return = None
-            self.evaluations = []
         self.ppo.env_id = f.env_id  # as given: a "module:EnvId" id keeps its module, so play can rebuild the env
+        rollout = f.num_envs * f.num_steps
+        self.evaluator = _RunEvaluation(self, eval_env=self.eval_env, eval_freq=f.eval_interval * rollout,
+                                        n_eval_episodes=f.eval_episodes, best_model_save_path=paths.model_root,
+                                        deterministic=f.eval_deterministic, seed=f.eval_seed, verbose=0)
+        if f.resume:
+            best = settings.saved.get("best_mean_return")
+            self.evaluator.best_mean_reward = float("-inf") if best is None else best
+            self.evaluator.evaluations = list(settings.saved.get("evaluations", []))
+        self.checkpointer = _RunCheckpoint(self, save_freq=f.save_interval * rollout, save_path=paths.model_root,
+                                           latest_only=True)
         if settings.ray_address:
             self.ppo.gatherer = RayGatherer(self.ppo, f.env_id, f.gather_per_worker, seed=f.seed,
                                             make_kwargs=env_files, max_restarts=f.max_env_restarts)
@@ -128,8 +134,9 @@ class TrainingRun:
         return {
             "flags": run_flags(self.flags),
             "config_file": self.settings.config_file,
-            "best_mean_return": self.best_mean_return,
-            "evaluations": self.evaluations,
+            "best_mean_return": (self.evaluator.best_mean_reward
+                                 if self.evaluator.best_mean_reward != float("-inf") else None),
+            "evaluations": self.evaluator.evaluations,
             # The Monitor CSVs' episodes so far: a resume from this checkpoint cuts them back to these.
             "monitor_episodes": monitor_episodes(self.paths.monitor_dir),
         }
@@ -146,20 +153,20 @@ class TrainingRun:
                 log.info("%s", line)
         if f.resume:  # the scalars logged after the checkpoint (a killed run's) go: those steps are trained again
             rewind_tensorboard(self.paths.tb_dir, ppo.num_timesteps)
-        self.tensorboard = TensorBoardLogger(self.paths.tb_dir)
+        self.tensorboard = TensorBoard(self.paths.tb_dir)
         self.stop = _StopRequests()
-        start = time.perf_counter()
-        self.eval_wall = 0.0  # intermediate evaluations' share of the wall time, reported in metrics.json
-        steps_before = ppo.num_timesteps
+        self.start = time.perf_counter()
+        self.steps_before = ppo.num_timesteps
         library_log = logging.getLogger("unstable_ppo")  # env restarts and the like, into training.log too
         library_log.addHandler(log.handlers[0])
+        callbacks = [self.evaluator, self.checkpointer, _RunLog(self), self.tensorboard]
         try:
             with self.stop:
                 try:
-                    ppo.learn(self.settings.total, callback=self.after_update,
+                    ppo.learn(self.settings.total, callbacks=callbacks,
                               progress_bar=f.verbose == 1 and _on_a_terminal(), reset_num_timesteps=not f.resume)
                 except EnvFailure as e:  # the model is sound: keep it
-                    save_checkpoint(ppo, model_root, LATEST, self.run_info())
+                    self.checkpointer.save()
                     raise RunFailed(f"{e}; checkpoint saved to {os.path.join(model_root, LATEST)} "
                                     f"after {ppo.num_timesteps} steps, --resume continues the run") from e
                 except NonFiniteError as e:  # the model may be garbage: keep the last good checkpoint
@@ -178,59 +185,18 @@ class TrainingRun:
                     raise Crashed(f"training stopped by the {type(e).__name__} above after {ppo.num_timesteps} "
                                   f"steps; {kept}") from e
             if self.stop.requested:
-                save_checkpoint(ppo, model_root, LATEST, self.run_info())
+                self.checkpointer.save()
                 message = (f"stopped by {self.stop.requested} after {ppo.num_timesteps} steps: checkpoint saved to "
                            f"{os.path.join(model_root, LATEST)}; --resume continues the run")
                 log.info(message)
                 raise Interrupted(message, signal.Signals[self.stop.requested])
-            self.wall = time.perf_counter() - start
-            self.steps_this_session = ppo.num_timesteps - steps_before
-            if not self.evaluations or self.evaluations[-1][0] != ppo.num_timesteps:
-                self.evaluate_and_keep_best()
-            save_checkpoint(ppo, model_root, LATEST, self.run_info())
+            self.checkpointer.save()
         except (RunFailed, CheckpointError) as e:
             log.info("error: %s", e)
             raise RunFailed(str(e)) from e
         finally:
             library_log.removeHandler(log.handlers[0])
             self.tensorboard.close()
-
-    def after_update(self, ppo, logs: dict) -> bool:
-        """`learn`'s callback: log, evaluate and save on schedule; False once a stop was requested."""
-        from unstable_ppo.ppo import PPO  # already imported by build(): no Keras at module import
-
-        f = self.flags
-        self.tensorboard.write(logs, ppo.num_timesteps)
-        lines = [f"update {ppo.num_updates}: {PPO._summary(logs)}"]
-        if f.eval_interval and ppo.num_updates % f.eval_interval == 0:
-            lines.append(self.evaluate_and_keep_best())
-        if f.save_interval and ppo.num_updates % f.save_interval == 0:
-            save_checkpoint(ppo, self.paths.model_root, LATEST, self.run_info())
-        self.log.info(lines[0])
-        if f.verbose >= 2 or (f.verbose == 1 and ppo.num_updates % f.log_interval == 0):
-            for line in lines:
-                _console(line)
-        return not self.stop.requested
-
-    def evaluate_and_keep_best(self) -> str:
-        """One evaluation of the current policy; a new best is saved as the `best` checkpoint."""
-        f, ppo = self.flags, self.ppo
-        eval_start = time.perf_counter()
-        result = ppo.evaluate(self.eval_env, f.eval_episodes, deterministic=f.eval_deterministic, seed=f.eval_seed)
-        seconds = time.perf_counter() - eval_start
-        self.eval_wall += seconds
-        mean, std = result["mean_return"], result["std_return"]
-        mean_length = float(sum(result["lengths"]) / len(result["lengths"]))
-        self.evaluations.append([ppo.num_timesteps, mean, std])
-        self.tensorboard.write({"eval_mean_reward": mean, "eval_mean_ep_length": mean_length}, ppo.num_timesteps)
-        line = (f"eval at {ppo.num_timesteps} steps: mean_return={mean:.2f} std_return={std:.2f} "
-                f"mean_length={mean_length:.0f} ({seconds:.1f} s)")
-        if self.best_mean_return is None or mean > self.best_mean_return:
-            self.best_mean_return = mean
-            save_checkpoint(ppo, self.paths.model_root, BEST, self.run_info())
-            line += " (new best, saved)"
-        self.log.info(line)
-        return line
 
     def final_report(self) -> dict:
         """Reload latest and best from disk, evaluate both, print the table, write metrics.json."""
@@ -261,7 +227,8 @@ class TrainingRun:
             "steps_per_second": round(self.steps_this_session / self.wall, 1),
             "eval_episodes": f.eval_episodes,
             "eval_deterministic": f.eval_deterministic,
-            "eval_wall_time_s": round(self.eval_wall, 2),  # the intermediate evaluations, inside wall_time_s
+            # all evaluations: those during training are inside wall_time_s, the final one comes after it
+            "eval_wall_time_s": round(self.evaluator.evaluation_time, 2),
             "latest": {"mean_return": results[LATEST]["mean_return"], "std_return": results[LATEST]["std_return"]},
             "best": {"mean_return": results[BEST]["mean_return"], "std_return": results[BEST]["std_return"]},
             "model_dir": paths.model_root,
@@ -270,7 +237,7 @@ class TrainingRun:
         table = [
             f"{f.env_id} on {metrics['backend']}: {metrics['total_timesteps']} steps, "
             f"{self.steps_this_session} in this session in {self.wall:.1f} s "
-            f"({metrics['steps_per_second']:.0f} steps/s; evaluations {self.eval_wall:.1f} s of it)",
+            f"({metrics['steps_per_second']:.0f} steps/s; evaluations {self.evaluator.evaluation_time:.1f} s of it)",
             f"{'model':<8}{'mean_return':>14}{'std_return':>14}{'episodes':>10}",
         ]
         for name in (LATEST, BEST):
@@ -283,6 +250,65 @@ class TrainingRun:
             if f.verbose:
                 print(line)
         return metrics
+
+
+class _RunEvaluation(EvalCallback):
+    """The runner's evaluations: the best model is the run's `best` checkpoint, with the run's record."""
+
+    best_model_name = BEST
+
+    def __init__(self, run, **kwargs):
+        super().__init__(**kwargs)
+        self.run = run
+
+    def checkpoint_extra(self):
+        return self.run.run_info()
+
+
+class _RunCheckpoint(CheckpointCallback):
+    """The runner's `latest` checkpoint every --save_interval updates, with the run's record."""
+
+    def __init__(self, run, **kwargs):
+        super().__init__(**kwargs)
+        self.run = run
+
+    def checkpoint_extra(self):
+        return self.run.run_info()
+
+
+class _RunLog(Callback):
+    """The runner's log: a line per update in training.log and, every --log_interval updates, on the
+    console; a stop requested by a signal ends training after the update; at the end, the run's wall
+    time and a final evaluation (unless the last update was just evaluated)."""
+
+    runs_last = True  # after the evaluation, whose line it logs
+
+    def __init__(self, run):
+        self.run = run
+
+    def on_update_end(self, update, logs):
+        run, f = self.run, self.run.flags
+        lines = [f"update {update}: {summary_line(logs)}"]
+        if "eval_mean_reward" in logs:
+            lines.append(run.evaluator.last_line)
+            run.log.info(run.evaluator.last_line)
+        run.log.info(lines[0])
+        if f.verbose >= 2 or (f.verbose == 1 and update % f.log_interval == 0):
+            for line in lines:
+                _console(line)
+        if run.stop.requested:
+            self.ppo.stop_training = True
+
+    def on_train_end(self, logs):
+        run = self.run
+        if run.stop.requested:
+            return
+        run.wall = time.perf_counter() - run.start
+        run.steps_this_session = self.ppo.num_timesteps - run.steps_before
+        evaluations = run.evaluator.evaluations
+        if not evaluations or evaluations[-1][0] != self.ppo.num_timesteps:
+            run.evaluator.evaluate(logs)  # the TensorBoard callback, after this one, writes its figures
+            run.log.info(run.evaluator.last_line)
 
 
 class _StopRequests:
