@@ -31,6 +31,7 @@ EXTRAS = {
     # equals numpy's int32; PointMaze and gymnasium's own MuJoCo tasks work with every version).
     "robotics": ["gymnasium-robotics>=1.4", "mujoco>=3.1,<3.12"],
     "video": ["moviepy>=1.0", "gymnasium[classic-control]"],  # mp4 writing; rendering classic-control envs
+    "gymnax": ["gymnax>=1.0"],  # gymnax/<EnvId> ids: JAX-native classic control, MinAtar, bsuite
     "ray": ["ray>=2.9"],  # --ray_address: gathering workers as Ray actors, on one machine or a cluster
     "export": ["onnx>=1.15", "onnxruntime>=1.17", "tf2onnx>=1.16"],  # PPO.export; onnxruntime runs the .onnx
     "tune": ["optuna>=4.0", "psycopg2-binary>=2.9", "matplotlib>=3.7"],  # unstable_ppo.tune; PostgreSQL storage

@@ -1,9 +1,9 @@
-"""The package's import layers (README, "Layout"): every import, at module or function level, goes to the
+"""The package's import layers (docs/development.md, "Layout"): every import, at module or function level, goes to the
 same layer or one below it, and no modules import each other in a cycle.
 
 Layers, bottom up: `base` (settings, spaces, numpy helpers; no env, no model) -> `envs` (building and
 stepping environments) and `model` (networks, distributions, the loss, the backends), which do not import
-each other -> `engine` (PPO: rollouts, update, saving, evaluation, export) -> `tools` (the runner and the
+each other -> `engine` (PPO: rollouts, update, saving, evaluation, callbacks, export) -> `tools` (the runner and the
 command-line tools, the package's `__init__`).
 """
 
@@ -21,7 +21,7 @@ LAYERS = {
              "observations"},
     "envs": {"envs"},
     "model": {"distributions", "losses", "encoders", "networks", "model", "acting", "backend"},
-    "engine": {"rollout", "evaluation", "saving", "checkpoint", "ppo", "export"},
+    "engine": {"rollout", "evaluation", "saving", "checkpoint", "callbacks", "ppo", "export"},
     "tools": {"", "bundled", "run", "run_settings", "training_run", "ray_gather", "play", "plot", "export.cli", "export.__main__",
               "tune"},
 }
@@ -88,7 +88,7 @@ def layer(module):
             if name in members:
                 return layer_name
         if not name:
-            raise AssertionError(f"unstable_ppo.{module} is in no layer: add it to LAYERS (and the README's layout)")
+            raise AssertionError(f"unstable_ppo.{module} is in no layer: add it to LAYERS (and the layout in docs/development.md)")
         name = name.rsplit(".", 1)[0] if "." in name else ""
 
 

@@ -91,7 +91,7 @@ class Hyperparameters:
     vectorization_mode: str = setting("sync", "rollout", "sync: envs in this process; async: one subprocess per "
                                       "env; ale: ale-py's C++ Atari vector env.", flag="vec_env",
                                       choices=VECTORIZATION_MODES)
-    # The first reference code's options (see the README, "Algorithm options").
+    # The first reference code's options (see docs/algorithm-options.md).
     use_kl_loss: bool = setting(False, "loss", "Adaptive KL-penalty loss instead of the clipped surrogate.")
     kl_target: float = setting(0.01, "loss", "KL loss: the KL(old || new) per update that beta is servoed to.")
     init_beta: float = setting(1.0, "update", "KL loss: the initial KL penalty coefficient beta.")
@@ -111,7 +111,7 @@ class Hyperparameters:
     env_kwargs: dict | None = setting(None, "env", "Keyword arguments of gymnasium.make for the env id, a JSON "
                                       "object, e.g. '{\"include_cfrc_ext_in_observation\": false}'; saved with "
                                       "the model, so that evaluation and play build the same env.")
-    # How the work is split (README: "Parallelism"); the results do not depend on it.
+    # How the work is split (docs/parallelism.md); the results do not depend on it.
     gather_per_worker: int = setting(1, "parallel", "Gathering workers: step the num_envs envs in this many worker "
                                      "processes (num_envs/M envs each; 1: in this process), or with --ray_address "
                                      "this many Ray actors.", fixed_on_resume=False)
