@@ -21,7 +21,7 @@ LAYERS = {
              "observations"},
     "envs": {"envs"},
     "model": {"distributions", "losses", "encoders", "networks", "model", "acting", "backend"},
-    "engine": {"rollout", "evaluation", "saving", "checkpoint", "callbacks", "ppo", "export"},
+    "engine": {"rollout", "evaluation", "saving", "checkpoint", "callbacks", "compiled", "ppo", "export"},
     "tools": {"", "bundled", "run", "run_settings", "training_run", "ray_gather", "play", "plot", "export.cli", "export.__main__",
               "tune"},
 }

@@ -13,6 +13,19 @@ Rows are indexed `[t, env]`. Two facts about gymnasium's vector envs shape it:
 import numpy as np
 
 
+def td_residuals(rewards, values, next_values, terminated, gamma):
+    """δ_t = r_t + γ V(s_{t+1}) (1 - terminal_t) - V(s_t): a truncated episode still bootstraps."""
+    return rewards + gamma * next_values * (1.0 - terminated) - values
+
+
+def gae_step(advantage, delta, not_done, gamma, gae_lambda):
+    """One step of GAE's backward recursion, A_t = δ_t + γλ (1 - done_t) A_{t+1}.
+
+    Plain arithmetic, so the numpy loop below and the compiled trainer's `lax.scan` share it.
+    """
+    return delta + gamma * gae_lambda * not_done * advantage
+
+
 def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
     """Generalized advantage estimation (Schulman et al., 2016) over `[T, N]` arrays.
 
@@ -21,12 +34,11 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lamb
     """
     rewards = np.asarray(rewards, np.float32)
     advantages = np.zeros_like(rewards)
-    not_terminal = 1.0 - np.asarray(terminated, np.float32)
     not_done = 1.0 - np.asarray(dones, np.float32)
-    deltas = rewards + gamma * next_values * not_terminal - values
+    deltas = td_residuals(rewards, values, next_values, np.asarray(terminated, np.float32), gamma)
     last = np.zeros(rewards.shape[1:], np.float32)
     for t in range(rewards.shape[0] - 1, -1, -1):
-        last = deltas[t] + gamma * gae_lambda * not_done[t] * last
+        last = gae_step(last, deltas[t], not_done[t], gamma, gae_lambda)
         advantages[t] = last
     return advantages, advantages + values
 

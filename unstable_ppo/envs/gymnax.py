@@ -61,9 +61,11 @@ def to_gymnasium_space(space):
 
 
 @functools.cache
-def _compiled(env):
-    """Jitted reset and step of a gymnax env (one compilation per env class and params, shared by copies)."""
+def _compiled(env_id):
+    """Jitted reset and step of a gymnax env, shared by all copies (its params are an argument)."""
     import jax
+
+    env, _ = make_jax_env(env_id)
 
     def step(key, state, action, params):
         obs, state, reward, terminated, info = env.step_env(key, state, action, params)
@@ -88,7 +90,7 @@ class GymnaxEnv(gym.Env):
         self.env, self.params = make_jax_env(env_id, env_kwargs)
         self.observation_space = to_gymnasium_space(self.env.observation_space(self.params))
         self.action_space = to_gymnasium_space(self.env.action_space(self.params))
-        self._reset, self._step = _compiled(self.env)
+        self._reset, self._step = _compiled(env_id)
         self._key = None
         self._state = None
 
