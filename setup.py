@@ -41,6 +41,9 @@ EXTRAS = {
         "ray>=2.9",  # tests/test_parallel.py starts a real local Ray instance
         "optuna>=4.0", "psycopg2-binary>=2.9",  # tests/test_tune.py (SQLite, and a real PostgreSQL if installed)
         "onnx>=1.15", "onnxruntime>=1.17", "tf2onnx>=1.16",  # tests/test_export.py
+        "gymnax>=1.0",  # tests/test_gymnax.py, tests/test_compiled.py
+        # tests/test_docs.py builds the site: the docs extra's packages
+        "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff>=0.4",
     ],
     "benchmarks": ["stable-baselines3>=2.3", "sb3-contrib>=2.3", "matplotlib>=3.7"],
     # The docs site (mkdocs.yml, docs/): `mkdocs build --strict`, `mkdocs serve`; tests/test_docs.py builds it.
