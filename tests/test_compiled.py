@@ -71,3 +71,63 @@ def test_on_tensorflow_or_torch_it_says_to_use_jax():
 
     with pytest.raises(ValueError, match="runs on the jax backend, not .*KERAS_BACKEND=jax"):
         CompiledTrainer.check(PPO(None).hp, "gymnax/CartPole-v1")
+
+
+@jax_only
+def test_learn_in_the_compiled_mode_logs_monitors_evaluates_saves_and_resumes(tmp_path):
+    from unstable_ppo.callbacks import EvalCallback, LambdaCallback
+
+    ppo = PPO("gymnax/CartPole-v1", seed=0, vectorization_mode="compiled", monitor_dir=tmp_path / "monitor",
+              num_envs=4, num_steps=64, num_epochs=2, batch_size=128, env_kwargs={"max_steps_in_episode": 30})
+    assert ppo.compiled is not None
+    hooks, evaluations = [], EvalCallback(eval_freq=2 * 256, n_eval_episodes=2, verbose=0)
+    ppo.learn(3 * 256, callbacks=[evaluations, LambdaCallback(
+        on_rollout_end=lambda update, logs: hooks.append("rollout_end"),
+        on_update_end=lambda update, logs: hooks.append(logs["num_timesteps"]))])
+    assert hooks == [256, 512, 768]  # rollout and update are one program: no rollout_end between them
+    assert [e[0] for e in evaluations.evaluations] == [512]
+    # Every episode of every env is in its Monitor CSV and in ep_rew_mean's window (30 steps at most each).
+    rows = [line.split(",") for i in range(4)
+            for line in (tmp_path / "monitor" / f"{i}.monitor.csv").read_text().splitlines()[2:]]
+    assert len(rows) == len(ppo.episode_returns) >= 768 // 30 - 4
+    assert all(1 <= int(r[1]) <= 30 and float(r[0]) == int(r[1]) for r in rows)  # CartPole: 1 per step
+    assert ppo.logs["ep_rew_mean"] == pytest.approx(np.mean([float(r[0]) for r in rows]))
+    ppo.save(tmp_path / "m")
+    loaded = PPO.load(tmp_path / "m", env="gymnax/CartPole-v1")
+    assert loaded.hp.vectorization_mode == "compiled" and loaded.compiled is not None
+    loaded.learn(4 * 256, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 4 * 256
+
+
+@pytest.mark.backend_independent
+def test_the_compiled_mode_needs_a_gymnax_id():
+    from unstable_ppo.envs import make_vec_env
+
+    with pytest.raises(ValueError, match="vectorization_mode 'compiled' needs a gymnax env id"):
+        make_vec_env("CartPole-v1", 2, "compiled")
+
+
+@pytest.mark.skipif(ON_JAX, reason="the error of the other backends")
+def test_the_compiled_mode_on_tensorflow_or_torch_says_to_use_jax():
+    with pytest.raises(ValueError, match="runs on the jax backend"):
+        PPO("gymnax/CartPole-v1", vectorization_mode="compiled", **SMALL_2X16)
+
+
+def test_the_runner_trains_and_resumes_in_the_compiled_mode(tmp_path, run_runner):
+    import json
+
+    logdir = tmp_path / "run"
+    flags = ["--env_id=gymnax/CartPole-v1", "--vec_env=compiled", "--num_envs=4", "--num_steps=32",
+             "--num_epochs=1", "--batch_size=64", "--eval_episodes=2", "--eval_interval=1", f"--logdir={logdir}",
+             '--env_kwargs={"max_steps_in_episode": 20}']
+    result = run_runner(*flags, "--total_timesteps=256")
+    if not ON_JAX:
+        assert result.returncode == 2 and "runs on the jax backend" in result.stderr.strip().splitlines()[-1]
+        return
+    assert result.returncode == 0, result.stderr
+    result = run_runner(*flags, "--total_timesteps=384", "--resume")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((logdir / "metrics.json").read_text())
+    assert metrics["total_timesteps"] == 384
+    saved = json.loads((logdir / "model" / "latest" / "ppo.json").read_text())
+    assert saved["hyperparameters"]["vectorization_mode"] == "compiled" and len(saved["run"]["evaluations"]) == 3

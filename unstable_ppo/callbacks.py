@@ -46,7 +46,9 @@ class Callback:
         rollouts) and `timesteps_done` (the part of it already done: a resumed run's steps, else 0)."""
 
     def on_rollout_end(self, update: int, logs: dict) -> None:
-        """A rollout of update number `update` (1-based) was collected; `logs`: `num_timesteps`, `rollout_time`."""
+        """A rollout of update number `update` (1-based) was collected; `logs`: `num_timesteps`, `rollout_time`.
+
+        Not called with `vectorization_mode="compiled"`, where rollout and update are one XLA program."""
 
     def on_update_end(self, update: int, logs: dict) -> None:
         """Update `update` (1-based, `ppo.num_updates`) is done; `logs` holds its losses and statistics."""

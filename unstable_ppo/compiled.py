@@ -18,6 +18,8 @@ observations, the clipped loss, advantage normalization, value clipping, the bou
 entropy bonus. Every other option is a one-line error naming it (`CompiledTrainer.check`).
 """
 
+import time
+
 import jax
 import jax.numpy as jnp
 import keras
@@ -56,8 +58,9 @@ class CompiledTrainer:
     so saving, evaluation and callbacks see the current weights.
     """
 
-    def __init__(self, ppo, env_id, seed=None):
+    def __init__(self, ppo, env_id, seed=None, monitor_files=None):
         self.check(ppo.hp, env_id)
+        self.monitor_files = monitor_files  # one MonitorFile per env, or None
         self.ppo, self.model, self.hp = ppo, ppo.model, ppo.hp
         if ppo.model.obs_layout.entries is not None:
             raise ValueError(f"{env_id}: the compiled trainer takes array observations, not {ppo.observation_space}")
@@ -193,4 +196,9 @@ class CompiledTrainer:
         logs["epochs"] = self.hp.num_epochs
         dones, returns, lengths = (np.asarray(x) for x in jax.device_get((dones, returns, lengths)))
         ended = [(float(returns[t, i]), int(lengths[t, i])) for t, i in zip(*np.nonzero(dones))]
+        if self.monitor_files is not None:
+            now = time.time()
+            for t, i in zip(*np.nonzero(dones)):
+                f = self.monitor_files[i]
+                f.write_episode({"r": returns[t, i], "l": lengths[t, i], "t": now - f.t_start})
         return logs, ended

@@ -22,7 +22,7 @@ from unstable_ppo.spaces import is_image_space, vector_entry_keys
 
 GROUPS = ("env", "rollout", "update", "loss", "network", "parallel")
 # How a vector env steps its envs: one process, a process per env, or ale-py's C++ vector env (Atari).
-VECTORIZATION_MODES = ("sync", "async", "ale")
+VECTORIZATION_MODES = ("sync", "async", "ale", "compiled")
 # The TF1 reference code's reward transforms (`normalize.transform_reward`).
 REWARD_TRANSFORMS = ("identity", "scale", "positive")
 # Backends whose data-parallel learners `worker_num` can use (keras.distribution.DataParallel).
@@ -89,7 +89,8 @@ class Hyperparameters:
     timestep_size: int = setting(16, "update", "Recurrent: steps per training sequence; must divide --num_steps "
                                  "and --batch_size.")
     vectorization_mode: str = setting("sync", "rollout", "sync: envs in this process; async: one subprocess per "
-                                      "env; ale: ale-py's C++ Atari vector env.", flag="vec_env",
+                                      "env; ale: ale-py's C++ Atari vector env; compiled: a gymnax env stepped inside the "
+                                      "compiled trainer's XLA program (jax backend).", flag="vec_env",
                                       choices=VECTORIZATION_MODES)
     # The first reference code's options (see docs/algorithm-options.md).
     use_kl_loss: bool = setting(False, "loss", "Adaptive KL-penalty loss instead of the clipped surrogate.")

@@ -133,6 +133,9 @@ class PPO:
             self._make_normalizer()
             self._make_collector()
         self.gatherer = None  # Ray actors that collect the rollouts instead (`ray_gather.RayGatherer`)
+        self.compiled = None  # the compiled trainer, with vectorization_mode="compiled" (`unstable_ppo.compiled`)
+        if self.env is not None:
+            self._make_compiled_trainer()
 
     # -- setup -------------------------------------------------------------------
 
@@ -143,6 +146,20 @@ class PPO:
         )
         if self.collector is not None:
             self.collector.normalizer = self.normalizer
+
+    def _make_compiled_trainer(self):
+        """With vectorization_mode="compiled", the trainer that runs each iteration as one XLA program."""
+        if self.hp.vectorization_mode != "compiled":
+            self.compiled = None
+            return
+        env_id = getattr(self.env, "compiled_env_id", None)
+        if env_id is None:
+            raise ValueError("vectorization_mode 'compiled' trains on a gymnax env id (gymnax/<EnvId>), not on "
+                             "an env built elsewhere")
+        from unstable_ppo.compiled import CompiledTrainer  # late: it imports jax
+
+        seed = None if self.seed is None else self.seed + self.num_updates  # a resumed run draws afresh
+        self.compiled = CompiledTrainer(self, env_id, seed, monitor_files=getattr(self.env, "monitor_files", None))
 
     def _make_collector(self):
         """A fresh collector for `self.env`: the next `learn` starts from a reset."""
@@ -277,12 +294,20 @@ class PPO:
                 self.model.optimizer.learning_rate = hp.lr * schedule * self.lr_multiplier
             anneal_coefficients(self.model, hp, remaining)
             t0 = time.perf_counter()
-            self.num_timesteps += (self.gatherer or self).collect_rollout(buffer)
-            t1 = time.perf_counter()
-            callbacks.on_rollout_end(self.num_updates + 1,
-                                     {"num_timesteps": self.num_timesteps, "rollout_time": t1 - t0})
-            logs = self.update(buffer)
-            t2 = time.perf_counter()
+            if self.compiled is not None:  # rollout and update in one program: no rollout_end in between
+                logs, episodes = self.compiled.update(update, num_updates)
+                self.num_timesteps += rollout
+                for episode_return, episode_length in episodes:
+                    self.episode_returns.append(episode_return)
+                    self.episode_lengths.append(episode_length)
+                t1 = t2 = time.perf_counter()
+            else:
+                self.num_timesteps += (self.gatherer or self).collect_rollout(buffer)
+                t1 = time.perf_counter()
+                callbacks.on_rollout_end(self.num_updates + 1,
+                                         {"num_timesteps": self.num_timesteps, "rollout_time": t1 - t0})
+                logs = self.update(buffer)
+                t2 = time.perf_counter()
             self.num_updates += 1
             logs.update(
                 learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
@@ -361,6 +386,7 @@ class PPO:
         if normalizer is not None and len(normalizer.returns) != vec.num_envs:
             normalizer.returns = np.zeros(vec.num_envs, np.float64)  # per-env discounted returns start afresh
         self._make_collector()
+        self._make_compiled_trainer()
 
     def check_env(self, env):
         """Raise a one-line error if `env` does not fit this model's spaces."""

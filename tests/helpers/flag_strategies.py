@@ -75,7 +75,7 @@ FLAG_VALUES = {
     "time_feature": (BOOLS, []),  # CartPole-v1 and Pendulum-v1 both have a time limit and vector observations
     "env_kwargs": (["{}", '{"max_episode_steps": 50}'],
                    ['{"no_such_argument": 1}', "[1]", "{g}", '{"render_mode": "human"}', '{"g": NaN}']),
-    "vec_env": (["sync", "async"], ["ale", "threads", ""]),
+    "vec_env": (["sync", "async"], ["ale", "compiled", "threads", ""]),  # ale, compiled: other families
     "seed": ([0, 1, 12345, 2**31], [-1, -(2**40), 2**70]),
     "rank": ([0, 3], [-1]),
     "eval_interval": ([0, 1, 2], [-1]),

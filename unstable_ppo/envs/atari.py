@@ -221,7 +221,8 @@ class AtariFamily(EnvFamily):
     def make_env(self, env_id, training, monitor_file, monitor_append, options):
         return make_atari_env(env_id, training, monitor_file, monitor_append, **(options.env_kwargs or {}))
 
-    def make_native_vector_env(self, env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps):
+    def make_native_vector_env(self, env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps,
+                               options):
         return make_ale_vector_env(env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps)
 
     def preprocessing(self, env_id):

@@ -30,6 +30,7 @@ class EnvFamily:
     name = "gymnasium"
     description = "a Gymnasium env id"  # in errors: "vectorization_mode 'ale' needs an Atari env id, ..."
     native_modes = ()  # vectorization modes this family steps with a vector env of its own
+    unsupervised_modes = ()  # native modes whose envs no Python code steps (nothing for a supervisor to restart)
     flagfile = None  # a flagfile in configs/ for every id of the family (configs/<id>.flags comes first)
 
     def takes(self, env_id: str) -> bool:
@@ -46,7 +47,8 @@ class EnvFamily:
         """One env with a `Monitor` on the raw env (the real episodes), before any generic wrapper."""
         return Monitor(make_env(env_id, **(options.env_kwargs or {})), monitor_file, append=monitor_append)
 
-    def make_native_vector_env(self, env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps):
+    def make_native_vector_env(self, env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps,
+                               options):
         raise NotImplementedError(f"the {self.name} family has no vector env of its own")
 
     def preprocessing(self, env_id):

@@ -9,16 +9,21 @@ takes a Gymnasium id. The prefix is the family's name, `gymnax/CartPole-v1`: Gym
 
 `env_kwargs` set fields of the env's `EnvParams` (for example `max_steps_in_episode`). The episode's
 time limit is the env's own (`EnvParams.max_steps_in_episode`), reported as truncation.
+
+`vectorization_mode="compiled"` (`--vec_env=compiled`) is the family's own mode: the compiled trainer
+(`unstable_ppo/compiled.py`, jax backend) steps the envs inside its XLA program. Its vector env is then
+the Gymnasium copies (for evaluation, play and the spaces) plus the Monitor CSVs the trainer writes.
 """
 
 import functools
+import os
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
 from unstable_ppo.envs.families import EnvFamily, register_family
-from unstable_ppo.envs.monitor import Monitor
+from unstable_ppo.envs.monitor import Monitor, MonitorFile
 
 PREFIX = "gymnax/"
 
@@ -116,6 +121,8 @@ class GymnaxFamily(EnvFamily):
 
     name = "gymnax"
     description = "a gymnax env id (gymnax/<EnvId>)"
+    native_modes = ("compiled",)
+    unsupervised_modes = ("compiled",)  # the compiled trainer steps its envs inside XLA
 
     def takes(self, env_id):
         return env_id.startswith(PREFIX)
@@ -129,11 +136,49 @@ class GymnaxFamily(EnvFamily):
         gymnax_name(env_id)
         if video_dir is not None:
             raise ValueError(f"{env_id}: gymnax envs do not render, so no video can be recorded")
+        if vectorization_mode == "compiled" and options.time_feature:
+            raise ValueError("time_feature is not supported by the compiled trainer yet: use vectorization_mode "
+                             "'sync'")
 
     def make_env(self, env_id, training, monitor_file, monitor_append, options):
         env = GymnaxEnv(env_id, **(options.env_kwargs or {}))
         env.spec = self.spec(env_id)
         return Monitor(env, monitor_file, append=monitor_append)
+
+
+    def make_native_vector_env(self, env_id, num_envs, training, monitor_dir, monitor_append, max_episode_steps,
+                               options):
+        """The Gymnasium copies, which the compiled trainer does not step (evaluation does), with the Monitor
+        CSVs of the training envs, which it writes (`monitor_files`)."""
+        def make():
+            env = GymnaxEnv(env_id, **(options.env_kwargs or {}))
+            env.spec = self.spec(env_id)
+            env = Monitor(env, None)
+            return gym.wrappers.TimeLimit(env, max_episode_steps) if max_episode_steps else env
+
+        files = None
+        if training and monitor_dir is not None:
+            files = [MonitorFile(os.path.join(monitor_dir, f"{i}.monitor.csv"), env_id, monitor_append)
+                     for i in range(num_envs)]
+        vec = CompiledVectorEnv([make for _ in range(num_envs)], env_id, files)
+        vec.spec = self.spec(env_id)
+        return vec
+
+
+class CompiledVectorEnv(gym.vector.SyncVectorEnv):
+    """A gymnax id's vector env in the compiled mode: Gymnasium copies for evaluation and the spaces; the
+    compiled trainer steps its own copies and writes their episodes to `monitor_files` (one per env, or None)."""
+
+    def __init__(self, env_fns, env_id, monitor_files=None):
+        super().__init__(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        self.records_episodes = True  # each copy's Monitor puts its episodes in info["episode"]
+        self.compiled_env_id = env_id
+        self.monitor_files = monitor_files
+
+    def close_extras(self, **kwargs):
+        for f in self.monitor_files or ():
+            f.close()
+        super().close_extras(**kwargs)
 
 
 register_family(GymnaxFamily())

@@ -67,7 +67,7 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
         make = dataclasses.replace(builder, monitor_append=True) if rebuilt else builder  # continue its CSVs
         if vectorization_mode in family.native_modes:
             return family.make_native_vector_env(env_id, num_envs, training, monitor_dir, make.monitor_append,
-                                                 max_episode_steps)
+                                                 max_episode_steps, options)
         if blocks is not None:
             spaces_only = dataclasses.replace(make, monitor_dir=None, monitor_append=False, video_dir=None,
                                               video_episodes=None)
@@ -82,7 +82,7 @@ def make_vec_env(env_id: str, num_envs: int = 1, vectorization_mode: str = "sync
         env.records_episodes = True  # each env's Monitor puts its episodes in info["episode"]
         return env
 
-    if max_env_restarts is None:
+    if max_env_restarts is None or vectorization_mode in family.unsupervised_modes:
         return build()
     return SupervisedVectorEnv(build, max_restarts=max_env_restarts, timeout=env_timeout)
 
