@@ -159,7 +159,7 @@ class TrainingRun:
         self.steps_before = ppo.num_timesteps
         library_log = logging.getLogger("unstable_ppo")  # env restarts and the like, into training.log too
         library_log.addHandler(log.handlers[0])
-        callbacks = [self.evaluator, self.checkpointer, _RunLog(self), self.tensorboard]
+        callbacks = self.callbacks()
         try:
             with self.stop:
                 try:
@@ -197,6 +197,10 @@ class TrainingRun:
         finally:
             library_log.removeHandler(log.handlers[0])
             self.tensorboard.close()
+
+    def callbacks(self) -> list:
+        """`learn`'s callbacks: evaluation, the latest checkpoint, the log, TensorBoard (a subclass adds its own)."""
+        return [self.evaluator, self.checkpointer, _RunLog(self), self.tensorboard]
 
     def final_report(self) -> dict:
         """Reload latest and best from disk, evaluate both, print the table, write metrics.json."""

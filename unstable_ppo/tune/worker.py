@@ -5,6 +5,7 @@ import os
 import sys
 import time
 
+from unstable_ppo.callbacks import Callback
 from unstable_ppo.cli import UsageError
 from unstable_ppo.faults import EnvFailure, NonFiniteError
 from unstable_ppo.run_settings import RunSettings
@@ -20,6 +21,24 @@ class TrialFailed(RuntimeError):
     """The trial's run failed (its envs, a save): the trial is FAIL and the worker goes on."""
 
 
+class _ReportEvaluations(Callback):
+    """After each of a trial run's evaluations: report it to the trial; stop the run when the pruner says so."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def on_update_end(self, update, logs):
+        run, ppo = self.run, self.ppo
+        if "eval_mean_reward" not in logs:
+            return
+        step, value = len(run.evaluator.evaluations), float(logs["eval_mean_reward"])
+        run.trial.report(value, step)
+        if ppo.num_timesteps < run.settings.total and run.trial.should_prune():
+            run.pruned_at = (step, ppo.num_timesteps, value)
+            run.log.info("pruned at evaluation %d (%d steps): mean_return=%.2f", step, ppo.num_timesteps, value)
+            ppo.stop_training = True
+
+
 def _trial_run_class():
     class TrialRun(TrainingRun):
         """A runner run that reports each evaluation to the trial, and stops when the pruner says so."""
@@ -28,18 +47,9 @@ def _trial_run_class():
             super().__init__(settings)
             self.trial, self.pruned_at = trial, None
 
-        def after_update(self, ppo, logs):
-            before = len(self.evaluations)
-            go_on = super().after_update(ppo, logs)
-            if len(self.evaluations) > before:
-                step, value = len(self.evaluations), float(self.evaluations[-1][1])
-                self.trial.report(value, step)
-                if ppo.num_timesteps < self.settings.total and self.trial.should_prune():
-                    self.pruned_at = (step, ppo.num_timesteps, value)
-                    self.log.info("pruned at evaluation %d (%d steps): mean_return=%.2f", step, ppo.num_timesteps,
-                                  value)
-                    return False
-            return go_on
+        def callbacks(self):
+            evaluator, *rest = super().callbacks()
+            return [evaluator, _ReportEvaluations(self), *rest]
 
         def close(self):
             for env in (getattr(self, "eval_env", None), getattr(getattr(self, "ppo", None), "env", None)):
