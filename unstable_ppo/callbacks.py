@@ -56,15 +56,14 @@ class Callback:
     def on_train_end(self, logs: dict) -> None:
         """Training ended (all steps done, or stopped); not called when an exception ends it."""
 
+    _steps_before = 0  # the PPO's steps at the last `_due` check (train begin: set by CallbackList)
+
     def _due(self, freq: int) -> bool:
-        """True once per multiple of `freq` env steps passed since the last time (see the module's docstring)."""
-        if not freq:
-            return False
-        counts = self.__dict__.setdefault("_step_counts", {})
-        count = self.ppo.num_timesteps // freq
-        due = count > counts.get(freq, self.__dict__.get("_steps_at_begin", 0) // freq)
-        counts[freq] = count
-        return due
+        """True when the update just ended passed a multiple of `freq` env steps (see the module's docstring).
+
+        Called once per `on_update_end` by a callback with one frequency."""
+        before, self._steps_before = self._steps_before, self.ppo.num_timesteps
+        return bool(freq) and self.ppo.num_timesteps // freq > before // freq
 
 
 class CallbackList(Callback):
@@ -85,7 +84,7 @@ class CallbackList(Callback):
 
     def on_train_begin(self, logs):
         for c in self.callbacks:  # frequencies count from the steps already taken (a resumed run)
-            c._steps_at_begin, c._step_counts = self.ppo.num_timesteps, {}
+            c._steps_before = self.ppo.num_timesteps
             c.on_train_begin(logs)
 
     def on_rollout_end(self, update, logs):
@@ -223,7 +222,10 @@ class EvalCallback(Callback):
     def _write_log(self):
         os.makedirs(self.log_path, exist_ok=True)
         width = max(len(r) for r in self._returns)  # ragged when n_eval_episodes changed: pad with NaN
-        pad = lambda rows: np.array([list(r) + [np.nan] * (width - len(r)) for r in rows])  # noqa: E731
+
+        def pad(rows):
+            return np.array([list(r) + [np.nan] * (width - len(r)) for r in rows])
+
         write_atomically(os.path.join(self.log_path, "evaluations.npz"),
                          lambda tmp: np.savez(tmp, timesteps=np.array([e[0] for e in self.evaluations]),
                                               results=pad(self._returns), ep_lengths=pad(self._lengths)),

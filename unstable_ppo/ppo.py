@@ -280,9 +280,11 @@ class PPO:
         first_update = 0 if reset_num_timesteps else min(self.num_updates, num_updates)
         callbacks = CallbackList(self._default_callbacks(callbacks, progress_bar, reset_num_timesteps, tb_log_name))
         callbacks.set_ppo(self)
-        buffer = self.make_buffer()
-        if self.collector.last_obs is None:
-            self.collector.reset()
+        buffer = None
+        if self.compiled is None:  # the compiled trainer steps envs of its own
+            buffer = self.make_buffer()
+            if self.collector.last_obs is None:
+                self.collector.reset()
         self.stop_training = False
         callbacks.on_train_begin({"num_timesteps": self.num_timesteps, "total_timesteps": num_updates * rollout,
                                   "timesteps_done": first_update * rollout})

@@ -256,28 +256,25 @@ class TrainingRun:
         return metrics
 
 
-class _RunEvaluation(EvalCallback):
-    """The runner's evaluations: the best model is the run's `best` checkpoint, with the run's record."""
+class _RunRecord:
+    """Mixed into the runner's saving callbacks: every checkpoint they write holds the run's record."""
+
+    def __init__(self, run, **kwargs):
+        super().__init__(**kwargs)
+        self.run = run
+
+    def checkpoint_extra(self):
+        return self.run.run_info()
+
+
+class _RunEvaluation(_RunRecord, EvalCallback):
+    """The runner's evaluations: the best model is the run's `best` checkpoint."""
 
     best_model_name = BEST
 
-    def __init__(self, run, **kwargs):
-        super().__init__(**kwargs)
-        self.run = run
 
-    def checkpoint_extra(self):
-        return self.run.run_info()
-
-
-class _RunCheckpoint(CheckpointCallback):
-    """The runner's `latest` checkpoint every --save_interval updates, with the run's record."""
-
-    def __init__(self, run, **kwargs):
-        super().__init__(**kwargs)
-        self.run = run
-
-    def checkpoint_extra(self):
-        return self.run.run_info()
+class _RunCheckpoint(_RunRecord, CheckpointCallback):
+    """The runner's `latest` checkpoint every --save_interval updates (and at the end, on a signal, on env failure)."""
 
 
 class _RunLog(Callback):
